@@ -1,0 +1,44 @@
+# qftml: `make demo` and `make test` do all set-up on a fresh machine (.venv, MPI from the mpich
+# wheel, mpi4py, the C++ build) and then run the flagship demo / the whole test suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+MPIEXEC := $(BIN)/mpiexec
+# One MPI run may not outlive this (seconds): a failing rank cannot hang the suite.
+MPI_TIMEOUT ?= 900
+DEPS := mpich "mpi4py>=4.0" numpy h5py pyerrors tqdm matplotlib scipy pybind11 "scikit-build-core>=0.10" \
+        pytest pytest-mpi pytest-timeout numba
+CPP_SOURCES := $(shell find cpp -name '*.cpp' -o -name '*.hpp')
+
+.PHONY: all setup build demo test test-serial test-mpi bench clean
+
+all: build
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.stamp-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check $(DEPS)
+	touch $@
+
+$(VENV)/.stamp-build: $(VENV)/.stamp-deps CMakeLists.txt $(CPP_SOURCES)
+	$(BIN)/pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.stamp-deps
+build: $(VENV)/.stamp-build
+
+demo: build
+	$(BIN)/python examples/demo.py
+
+test: build
+	$(BIN)/python tests/run_all.py --timeout $(MPI_TIMEOUT)
+
+test-serial: build
+	$(BIN)/python -m pytest --with-mpi -q tests
+
+bench: build
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf build $(VENV) python/qftml/_core*.so

@@ -1,0 +1,69 @@
+// action.hpp -- the inhomogeneous phi^4 action of DESIGN 1.1 on the distributed lattice.
+//
+//   S = - sum_{x,l} c_l[x] phi_x phi_{x+e_l} + sum_x (a[x] phi^2 + b[x] phi^4 + r[x] phi)
+// with links l = 0..d-1 the unit vectors (couplings w) and l = d.. the extra offsets (g).
+//
+// Exports:
+//   Action(geometry, field_type, extra_offsets, w, g, a, b, r)
+//       couplings as natural-order local arrays (w: V x d, g: V x n_extra, a, b, r: V); stored
+//       checkerboard ordered with ghosts; rejects non-normalisable couplings on every rank
+//   action(field)                 global S (collective; field ghosts must be fresh)
+//   gradient_densities(field, ...)  dS/dw, dS/dg, dS/da, dS/db, dS/dr per site, natural order
+//   get_couplings(...)            the couplings back in natural order
+//   shift(l, c, dir)              where the neighbour x +- e_l lives (flat delta, parity change)
+#pragma once
+#include <array>
+#include <vector>
+
+#include "geometry/checkerboard_layout.hpp"
+#include "geometry/geometry.hpp"
+#include "lattice/field.hpp"
+
+namespace qftml {
+
+enum class FieldType { real = 0, ising = 1 };
+
+class Action {
+ public:
+  Action(const Geometry& geometry, FieldType field_type,
+         const std::vector<std::vector<int>>& extra_offsets, const double* w, const double* g,
+         const double* a, const double* b, const double* r);
+
+  const Geometry& geometry() const { return geometry_; }
+  const CheckerboardLayout& layout() const { return layout_; }
+  FieldType field_type() const { return field_type_; }
+  int n_links() const { return static_cast<int>(offsets_.size()); }
+  int n_extra() const { return n_links() - geometry_.dim(); }
+  const std::vector<int>& offset(int l) const { return offsets_[l]; }
+  bool homogeneous() const { return homogeneous_; }
+  const double* coupling(int l, int p) const { return links_[l][p].data(); }
+  const double* a(int p) const { return a_[p].data(); }
+  const double* b(int p) const { return b_[p].data(); }
+  const double* r(int p) const { return r_[p].data(); }
+  double coupling0(int l) const { return links0_[l]; }
+  double a0() const { return a0_; }
+  double b0() const { return b0_; }
+  double r0() const { return r0_; }
+  const NeighbourShift& shift(int l, int c, int dir) const { return shifts_[l][c][dir > 0 ? 1 : 0]; }
+
+  double action(const Field& field) const;
+  void gradient_densities(const Field& field, double* dw, double* dg, double* da, double* db,
+                          double* dr) const;
+  void get_couplings(double* w, double* g, double* a, double* b, double* r) const;
+
+ private:
+  void validate();
+
+  const Geometry& geometry_;
+  CheckerboardLayout layout_;
+  FieldType field_type_;
+  std::vector<std::vector<int>> offsets_;
+  std::vector<std::array<std::vector<double>, 2>> links_;
+  std::array<std::vector<double>, 2> a_, b_, r_;
+  bool homogeneous_ = false;
+  std::vector<double> links0_;
+  double a0_ = 0, b0_ = 0, r0_ = 0;
+  std::vector<std::array<std::array<NeighbourShift, 2>, 2>> shifts_;
+};
+
+}  // namespace qftml

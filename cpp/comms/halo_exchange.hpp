@@ -1,0 +1,50 @@
+// halo_exchange.hpp -- ghost-layer exchange of one checkerboard parity array.
+//
+// Exports:
+//   HaloExchange(geometry, layout, corners)  precomputes face index lists and buffers
+//   start(a)    packs faces and posts non-blocking sends/receives; interior work may follow
+//   finish(a)   waits, unpacks ghosts; with corners=true the directions 1..d-1 are then exchanged
+//               one after the other, faces including earlier ghosts, which fills edge and corner
+//               ghosts (needed by diagonal links); without corners all directions are in flight
+//               together during start
+//   exchange(a) start + finish
+//   wait_seconds()  time spent blocked in finish (how much of the exchange was not hidden)
+// Only one exchange may be in flight per object.
+#pragma once
+#include <mpi.h>
+
+#include <vector>
+
+#include "geometry/checkerboard_layout.hpp"
+#include "geometry/geometry.hpp"
+
+namespace qftml {
+
+class HaloExchange {
+ public:
+  HaloExchange(const Geometry& geometry, const CheckerboardLayout& layout, bool corners);
+  void start(double* a);
+  void finish(double* a);
+  void exchange(double* a) {
+    start(a);
+    finish(a);
+  }
+  bool corners() const { return corners_; }
+  double wait_seconds() const { return wait_seconds_; }
+  double pack_seconds() const { return pack_seconds_; }
+  void reset_timers() { wait_seconds_ = pack_seconds_ = 0.0; }
+
+ private:
+  void post(int mu, double* a);
+  void complete(int mu_begin, int mu_end, double* a);
+
+  const Geometry& geometry_;
+  int dim_;
+  bool corners_;
+  std::vector<int64_t> send_idx_[kMaxDim][2], recv_idx_[kMaxDim][2];
+  std::vector<double> send_buf_[kMaxDim][2], recv_buf_[kMaxDim][2];
+  std::vector<MPI_Request> requests_;
+  double wait_seconds_ = 0.0, pack_seconds_ = 0.0;
+};
+
+}  // namespace qftml

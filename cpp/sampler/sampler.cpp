@@ -1,0 +1,177 @@
+// sampler.cpp -- colour ordering, row segments, overlap of updates with the halo exchange.
+#include "sampler/sampler.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace qftml {
+
+Sampler::Sampler(const Action& action, Field& field, uint64_t seed, Algorithm algorithm, int hits,
+                 double step)
+    : action_(action),
+      field_(field),
+      halo_(action.geometry(), action.layout(), /*corners=*/action.n_extra() > 0),
+      seed_(seed),
+      algorithm_(algorithm),
+      hits_(hits),
+      step_(step) {
+  if (&field.geometry() != &action.geometry())
+    throw std::invalid_argument("field and action live on different Lattice objects");
+  if (hits < 1) throw std::invalid_argument("hits must be >= 1, got " + std::to_string(hits));
+  set_step(step);
+  build_colours();
+  J_.resize(action.layout().half_row());
+}
+
+void Sampler::set_step(double s) {
+  if (!(s > 0.0) || !std::isfinite(s))
+    throw std::invalid_argument("Metropolis step must be a positive number, got " + std::to_string(s));
+  step_ = s;
+}
+
+RowView Sampler::make_view(int p, int64_t base, int c, uint64_t gbase, int64_t k0, int64_t k1) const {
+  RowView v;
+  const int64_t at = base + k0;
+  v.n = k1 - k0;
+  v.phi = field_.parity(p) + at;
+  v.a = action_.a(p) + at;
+  v.b = action_.b(p) + at;
+  v.r = action_.r(p) + at;
+  v.a0 = action_.a0(), v.b0 = action_.b0(), v.r0 = action_.r0();
+  v.gidx0 = gbase + 2 * static_cast<uint64_t>(k0);
+  int t = 0;
+  for (int l = 0; l < action_.n_links(); ++l) {
+    const NeighbourShift& fw = action_.shift(l, c, +1);
+    const NeighbourShift& bw = action_.shift(l, c, -1);
+    v.nb_phi[t] = field_.parity(p ^ fw.dparity) + at + fw.delta;
+    v.nb_coup[t] = action_.coupling(l, p) + at;  // link (x, x+e) is stored at x
+    v.coup0[t++] = action_.coupling0(l);
+    v.nb_phi[t] = field_.parity(p ^ bw.dparity) + at + bw.delta;
+    v.nb_coup[t] = action_.coupling(l, p ^ bw.dparity) + at + bw.delta;  // link (x-e, x) at x-e
+    v.coup0[t++] = action_.coupling0(l);
+  }
+  v.n_terms = t;
+  return v;
+}
+
+void Sampler::build_colours() {
+  const Geometry& g = action_.geometry();
+  const CheckerboardLayout& layout = action_.layout();
+  const int d = g.dim();
+  const bool sublattices = action_.n_extra() > 0;
+  const int n_colours = sublattices ? (1 << d) : 2;
+  colours_.assign(n_colours, Colour{});
+  const int64_t half = layout.half_row();
+  const int inner = d - 1;
+  layout.for_each_row([&](int p, int64_t base, int c, const int* x) {
+    // Colour of the row: its parity, or its sublattice bits (x_0 mod 2, ..., x_{d-1} mod 2).
+    int colour = p;
+    if (sublattices) {
+      colour = 0;
+      for (int mu = 0; mu < d - 1; ++mu) colour |= (x[mu] & 1) << (d - 1 - mu);
+      colour |= c;  // every site of this row has x_{d-1} = 2k + c
+    }
+    uint64_t gbase = static_cast<uint64_t>(g.local_offset()[inner] + c);
+    bool edge_row = false;
+    for (int mu = 0; mu < d - 1; ++mu) {
+      gbase += static_cast<uint64_t>(g.local_offset()[mu] + x[mu]) * g.global_stride(mu);
+      edge_row = edge_row || x[mu] == 0 || x[mu] == layout.local(mu) - 1;
+    }
+    Colour& col = colours_[colour];
+    col.parity = p;
+    // Interior sites have every neighbour (offsets in {-1,0,1}^d) off the ghost layer:
+    // x_{d-1} = 2k + c in [1, L-2], i.e. k in [1, half) for c = 0 and [0, half-1) for c = 1.
+    const int64_t k_lo = c == 0 ? 1 : 0, k_hi = c == 0 ? half : half - 1;
+    if (edge_row || k_lo >= k_hi) {
+      col.boundary.push_back(make_view(p, base, c, gbase, 0, half));
+      return;
+    }
+    col.interior.push_back(make_view(p, base, c, gbase, k_lo, k_hi));
+    if (k_lo > 0) col.boundary.push_back(make_view(p, base, c, gbase, 0, k_lo));
+    if (k_hi < half) col.boundary.push_back(make_view(p, base, c, gbase, k_hi, half));
+  });
+}
+
+void Sampler::update_segments(const std::vector<RowView>& views) {
+  const double t0 = MPI_Wtime();
+  const uint32_t sweep = static_cast<uint32_t>(sweep_index_);
+  const bool homog = action_.homogeneous();
+  double* J = J_.data();
+  for (const RowView& v : views) {
+    if (homog) local_field<true>(v, J);
+    else local_field<false>(v, J);
+    if (action_.field_type() == FieldType::ising) {
+      const PhiloxKey key = rng_key(seed_, static_cast<uint32_t>(RngPurpose::ising));
+      accepted_ += homog ? ising_row<true>(v, J, sweep, hits_, key) : ising_row<false>(v, J, sweep, hits_, key);
+      proposed_ += v.n * hits_;
+    } else if (algorithm_ == Algorithm::metropolis) {
+      const PhiloxKey key = rng_key(seed_, static_cast<uint32_t>(RngPurpose::metropolis));
+      accepted_ += homog ? metropolis_row<true>(v, J, sweep, hits_, step_, key)
+                         : metropolis_row<false>(v, J, sweep, hits_, step_, key);
+      proposed_ += v.n * hits_;
+    } else {
+      const PhiloxKey key = rng_key(seed_, static_cast<uint32_t>(RngPurpose::heatbath));
+      accepted_ += v.n * hits_;
+      proposed_ += homog ? heatbath_row<true>(v, J, sweep, hits_, key) : heatbath_row<false>(v, J, sweep, hits_, key);
+    }
+  }
+  update_seconds_ += MPI_Wtime() - t0;
+}
+
+void Sampler::one_sweep() {
+  // The previous colour's halo is in flight while this colour's interior is updated.
+  int pending = -1;
+  for (const Colour& col : colours_) {
+    update_segments(col.interior);
+    if (pending >= 0) halo_.finish(field_.parity(pending));
+    update_segments(col.boundary);
+    halo_.start(field_.parity(col.parity));
+    pending = col.parity;
+  }
+  halo_.finish(field_.parity(pending));
+  ++sweep_index_;
+}
+
+void Sampler::sweep(int n) {
+  for (int i = 0; i < n; ++i) one_sweep();
+}
+
+void Sampler::thermalize(int n, bool tune, double target) {
+  for (int i = 0; i < n; ++i) {
+    const int64_t acc0 = accepted_, prop0 = proposed_;
+    one_sweep();
+    if (tune && algorithm_ == Algorithm::metropolis && action_.field_type() == FieldType::real) {
+      int64_t counts[2] = {accepted_ - acc0, proposed_ - prop0};
+      MPI_Allreduce(MPI_IN_PLACE, counts, 2, MPI_INT64_T, MPI_SUM, action_.geometry().comm());
+      const double rate = double(counts[0]) / double(counts[1]);
+      step_ *= std::exp(std::fmax(-0.5, std::fmin(0.5, rate - target)));
+    }
+  }
+}
+
+double Sampler::acceptance() const {
+  int64_t counts[2] = {accepted_, proposed_};
+  MPI_Allreduce(MPI_IN_PLACE, counts, 2, MPI_INT64_T, MPI_SUM, action_.geometry().comm());
+  return counts[1] > 0 ? double(counts[0]) / double(counts[1]) : 0.0;
+}
+
+void Sampler::randomize() {
+  const Geometry& g = action_.geometry();
+  const PhiloxKey key = rng_key(seed_, static_cast<uint32_t>(RngPurpose::initial_field));
+  const bool ising = action_.field_type() == FieldType::ising;
+  std::vector<double> local(g.local_volume());
+  std::vector<int> gx(g.dim());
+  int64_t i = 0;
+  field_.layout().for_each_site([&](const int* x, int, int64_t) {
+    uint64_t gi = 0;
+    for (int mu = 0; mu < g.dim(); ++mu)
+      gi += static_cast<uint64_t>(g.local_offset()[mu] + x[mu]) * g.global_stride(mu);
+    uint32_t c0 = static_cast<uint32_t>(gi), c1 = static_cast<uint32_t>(gi >> 32), c2 = 0, c3 = 0;
+    philox4x32_10(c0, c1, c2, c3, key.k0, key.k1);
+    const double u = uniform52(c0, c1);
+    local[i++] = ising ? (u < 0.5 ? -1.0 : 1.0) : 2.0 * u - 1.0;
+  });
+  field_.set_local(local.data());
+}
+
+}  // namespace qftml

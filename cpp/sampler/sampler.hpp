@@ -1,0 +1,76 @@
+// sampler.hpp -- Markov chain sweeps of the field of an Action on the distributed lattice.
+//
+// Exports:
+//   Sampler(action, field, seed, algorithm, hits, step)
+//   randomize()           hot start from the counter-based RNG (uniform in [-1,1], or +-1 spins)
+//   sweep(n)              n sweeps over all sites (collective); ghosts fresh on return
+//   thermalize(n, tune)   n sweeps; with tune the Metropolis step is adapted towards 50%
+//                         acceptance after every sweep (frozen afterwards: detailed balance holds
+//                         for the measured chain)
+//   acceptance()          accepted / proposed since reset_counters() over all ranks (collective)
+//   sweep_index()         sweeps done so far; it is the RNG counter, so a chain restarts from
+//                         (field, sweep_index, step) alone, on any number of ranks
+//
+// A sweep updates the colours in a fixed order. Colours are independent sets: the two parities
+// for nearest-neighbour actions, the 2^d sublattices x mod 2 when diagonal links are present.
+// For each colour the interior sites are updated while the previous colour's halo is in flight.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "action/action.hpp"
+#include "kernels/site_updates.hpp"
+#include "lattice/field.hpp"
+
+namespace qftml {
+
+enum class Algorithm { metropolis = 0, heatbath = 1 };
+
+class Sampler {
+ public:
+  Sampler(const Action& action, Field& field, uint64_t seed, Algorithm algorithm, int hits,
+          double step);
+
+  void randomize();
+  void sweep(int n);
+  void thermalize(int n, bool tune, double target_acceptance = 0.5);
+  double acceptance() const;
+  void reset_counters() { accepted_ = proposed_ = 0; }
+  uint64_t sweep_index() const { return sweep_index_; }
+  void set_sweep_index(uint64_t s) { sweep_index_ = s; }
+  double step() const { return step_; }
+  void set_step(double s);
+  int hits() const { return hits_; }
+  Algorithm algorithm() const { return algorithm_; }
+  uint64_t seed() const { return seed_; }
+  int n_colours() const { return static_cast<int>(colours_.size()); }
+  double update_seconds() const { return update_seconds_; }
+  double halo_wait_seconds() const { return halo_.wait_seconds(); }
+  double halo_pack_seconds() const { return halo_.pack_seconds(); }
+  void reset_timers() { update_seconds_ = 0; halo_.reset_timers(); }
+
+ private:
+  struct Colour {
+    int parity;
+    std::vector<RowView> interior, boundary;
+  };
+  void build_colours();
+  RowView make_view(int p, int64_t base, int c, uint64_t gbase, int64_t k0, int64_t k1) const;
+  void update_segments(const std::vector<RowView>& views);
+  void one_sweep();
+
+  const Action& action_;
+  Field& field_;
+  HaloExchange halo_;
+  uint64_t seed_;
+  Algorithm algorithm_;
+  int hits_;
+  double step_;
+  uint64_t sweep_index_ = 0;
+  int64_t accepted_ = 0, proposed_ = 0;
+  std::vector<Colour> colours_;
+  std::vector<double> J_;
+  double update_seconds_ = 0;
+};
+
+}  // namespace qftml
