@@ -1,0 +1,40 @@
+"""`qftml plot FILE.h5 [--out DIR] [--therm N] [--bin B] [--quiet]`.
+
+Exports HELP, add_arguments(parser), run(args) (the cli contract). The work is in qftml.plots:
+history.png (Monte Carlo history), histogram_m.png, correlator.png (C(t) with errors, log y),
+configuration.png (the last stored configuration). Runs on rank 0 only.
+"""
+from __future__ import annotations
+
+import os
+
+HELP = "PNG plots of an ensemble file: Monte Carlo history, histogram of m, C(t), a configuration"
+
+
+def add_arguments(parser):
+    parser.add_argument("file", help="HDF5 ensemble file written by `qftml sample`")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output directory (default: <file without .h5>_plots next to the file)")
+    parser.add_argument("--therm", type=int, default=0, metavar="N",
+                        help="records dropped before histogram and correlator (the history shows all)")
+    parser.add_argument("--bin", type=int, default=1, metavar="B", help="bin size for the correlator errors")
+    parser.add_argument("--quiet", action="store_true", help="do not list the files written")
+
+
+def run(args) -> int:
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.rank != 0:
+        return 0
+    from qftml.analysis import load_ensemble
+    from qftml.plots import plot_all
+
+    if args.therm < 0 or args.bin < 1:
+        raise ValueError(f"need --therm >= 0 and --bin >= 1, got {args.therm} and {args.bin}")
+    out = args.out or os.path.splitext(args.file)[0] + "_plots"
+    ens = load_ensemble(args.file)
+    written = plot_all(ens, out, therm=args.therm, bin=args.bin)
+    if not args.quiet:
+        for path in written:
+            print(path, flush=True)
+    return 0

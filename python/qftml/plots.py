@@ -1,0 +1,144 @@
+"""PNG plots of an ensemble (matplotlib, Agg backend: no display needed).
+
+Exports:
+    plot_history(ens, path)              Monte Carlo history of m, |m|, phi^2 per site and the
+                                         energy per link against the sweep (or record) index
+    plot_histogram_m(ens, path, therm=0)  histogram of the magnetisation per site m
+    plot_correlator(ens, path, therm=0, bin=1)   C(t) with Gamma-method errors, log y axis
+    plot_configuration(ens, path, index=-1)      one stored configuration as an image
+                                         (a 2D slice x_2 = x_3 = ... = 0 for d > 2)
+    plot_all(ens, out_dir, therm=0, bin=1) -> list of written paths
+"""
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from qftml.analysis import cut_and_bin, gamma, summarize  # noqa: E402
+from qftml.observables import timeslice_correlator  # noqa: E402
+
+
+def _title(ens, what):
+    shape = "x".join(str(s) for s in ens.shape)
+    name = os.path.basename(ens.path) if ens.path else "ensemble"
+    return f"{what} — {name}, {shape}"
+
+
+def _x_axis(ens):
+    sw = ens.observables.get("sweep")
+    if sw is not None:
+        return np.asarray(sw), "sweep"
+    return np.arange(ens.n_records), "record"
+
+
+def plot_history(ens, path):
+    x, xlabel = _x_axis(ens)
+    V, d = ens.volume, ens.ndim
+    panels = []
+    o = ens.observables
+    if "m" in o:
+        panels.append((o["m"], "m = M / V"))
+    if "abs_m" in o:
+        panels.append((o["abs_m"], "|m|"))
+    if "sum_phi2" in o and np.ptp(o["sum_phi2"]) > 0:  # constant (= 1) for Ising fields
+        panels.append((np.asarray(o["sum_phi2"]) / V, r"$\sum_x \phi_x^2 / V$"))
+    if "sum_links_nn" in o:
+        panels.append((-np.asarray(o["sum_links_nn"]) / (d * V), "energy per link"))
+    elif "action" in o:
+        panels.append((np.asarray(o["action"]) / V, "S / V"))
+    fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(8, 1.9 * len(panels) + 0.8), squeeze=False)
+    for ax, (y, label) in zip(axes[:, 0], panels):
+        ax.plot(x, y, lw=0.6)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel(xlabel)
+    axes[0, 0].set_title(_title(ens, "Monte Carlo history"))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_histogram_m(ens, path, therm=0):
+    m = np.asarray(ens.observables["m"])[therm:]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    bins = min(80, max(10, int(np.sqrt(len(m)))))
+    ax.hist(m, bins=bins, density=True, color="C0", alpha=0.8)
+    ax.set_xlabel("m = M / V")
+    ax.set_ylabel("probability density")
+    ax.set_title(_title(ens, f"histogram of m ({len(m)} records)"))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_correlator(ens, path, therm=0, bin=1):
+    c = cut_and_bin(timeslice_correlator(ens.observables["slice_sums"], ens.volume), therm, bin)
+    s = [summarize(gamma(c[:, t])) for t in range(c.shape[1])]
+    t = np.arange(c.shape[1])
+    mean = np.array([x["mean"] for x in s])
+    err = np.array([x["error"] for x in s])
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    pos = mean > 0  # a log axis shows only positive estimates; say so if any are dropped
+    ax.errorbar(t[pos], mean[pos], yerr=err[pos], fmt="o", ms=4, capsize=3, label="C(t), Gamma-method errors")
+    ax.set_yscale("log")
+    ax.set_xlabel("t (lattice units, direction 0)")
+    ax.set_ylabel(r"$C(t) = \frac{1}{V}\sum_{t_0} \langle s(t_0)\, s(t_0+t)\rangle$")
+    title = "time-slice correlator"
+    if not pos.all():
+        title += f" ({(~pos).sum()} non-positive points not shown)"
+    ax.set_title(_title(ens, title), fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_configuration(ens, path, index=-1):
+    from qftml.ensemble_io import read_configs
+
+    n = ens.n_records
+    i = index % n
+    cfg = read_configs(ens.path, i, i + 1)[0]
+    while cfg.ndim > 2:
+        cfg = cfg[..., 0]
+    ising = np.all(np.abs(cfg) == 1.0)
+    fig, ax = plt.subplots(figsize=(6.0, 5.2))
+    if ising:
+        im = ax.imshow(cfg, cmap="gray", vmin=-1, vmax=1, interpolation="nearest", origin="lower")
+    else:
+        lim = float(np.max(np.abs(cfg))) or 1.0
+        im = ax.imshow(cfg, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest", origin="lower")
+    fig.colorbar(im, ax=ax, label="spin s" if ising else r"$\phi_x$")
+    ax.set_xlabel("x_1")
+    ax.set_ylabel("x_0")
+    sweep = ens.observables.get("sweep")
+    label = f"sweep {int(sweep[i])}" if sweep is not None else f"record {i}"
+    extra = " (slice x_2 = ... = 0)" if ens.ndim > 2 else ""
+    ax.set_title(_title(ens, f"configuration, {label}{extra}"), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_all(ens, out_dir, therm=0, bin=1):
+    """Every plot the ensemble has data for; returns the paths written."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = [plot_history(ens, os.path.join(out_dir, "history.png"))]
+    if "m" in ens.observables:
+        written.append(plot_histogram_m(ens, os.path.join(out_dir, "histogram_m.png"), therm))
+    if "slice_sums" in ens.observables:
+        written.append(plot_correlator(ens, os.path.join(out_dir, "correlator.png"), therm, bin))
+    if ens.has_configs and ens.path:
+        written.append(plot_configuration(ens, os.path.join(out_dir, "configuration.png")))
+    return written
