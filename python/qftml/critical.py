@@ -1,0 +1,165 @@
+"""Critical behaviour from original and upscaled ensembles: reweighting in mu2, Binder crossings,
+the flow of the mass coupling, finite-size-scaling fits (DESIGN 1.2, 1.7).
+
+Conventions (homogeneous action, a = (mu2 + 2 d kappa)/2, so dS/dmu2 = sum_x phi_x^2 / 2):
+
+    <O>(mu2') = sum_i O_i w_i / sum_i w_i,   w_i = exp(-(mu2' - mu2) sum_phi2_i / 2)
+    chi = V (<m^2> - <|m|>^2),   U = 1 - <m^4> / (3 <m^2>^2)
+    FSS at the critical point:   <|m|> ~ L^(-beta/nu),   chi ~ L^(gamma/nu)
+    Binder matching (one RG step b):  U_{bL}(mu2') = U_L(mu2)  =>  mu2' - mu2_c = b^(-1/nu) (mu2 - mu2_c)
+    so the slope lambda = d mu2' / d mu2 of the flow gives nu = ln b / ln(1 / lambda).
+
+Errors: blocked jackknife. Every configuration series is cut into n_bins contiguous bins (bins
+much longer than tau_int, which is reported from pyerrors' Gamma method); a quantity that depends
+on several independent ensembles gets the sum of the jackknife variances from deleting the bins of
+each ensemble in turn.
+
+Exports:
+    Series(name, obs, volume, L)       one ensemble's per-configuration |m|, m^2, m^4, sum_phi2
+    moments(series, mu2_shift, idx=None) -> dict abs_m, m2, m4, chi, U, ess
+    jackknife(func, series_list, n_bins=20) -> (value, error)      func(list of index arrays)
+    tau_int(values) -> (tau, dtau)     integrated autocorrelation time (pyerrors Gamma method)
+    binder_crossing(small, large, mu2_0, window, idx=None) -> mu2 where U_small = U_large
+    flow_slope(small_up, large, mu2_0, window, mu2_c, idx=None) -> slope lambda of mu2'(mu2)
+    fss_slope(L, values) -> least-squares slope of ln values vs ln L
+    ess_window(series, mu2_0, ess_fraction=0.3) -> largest |mu2 - mu2_0| with ESS >= fraction * N
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import brentq
+
+
+class Series:
+    """Per-configuration observables of one ensemble (Markov-time order) at coupling mu2."""
+
+    def __init__(self, name: str, obs: dict, volume: int, L: int, mu2: float):
+        self.name, self.volume, self.L, self.mu2 = name, int(volume), int(L), float(mu2)
+        self.abs_m = np.asarray(obs["abs_m"], dtype=float)
+        self.m2 = np.asarray(obs["m2"], dtype=float)
+        self.m4 = np.asarray(obs["m4"], dtype=float)
+        self.sum_phi2 = np.asarray(obs["sum_phi2"], dtype=float)
+        self.n = len(self.m2)
+
+    def rescaled(self, factor: float, name=None, L=None, volume=None, weights_from=None) -> "Series":
+        """The same series with m -> factor * m (an upscaling step with zero-mode gain `factor`)."""
+        out = Series.__new__(Series)
+        out.__dict__.update(self.__dict__)
+        out.name = name or self.name
+        out.abs_m, out.m2, out.m4 = self.abs_m * factor, self.m2 * factor ** 2, self.m4 * factor ** 4
+        out.L = self.L if L is None else L
+        out.volume = self.volume if volume is None else volume
+        return out
+
+
+def _weights(series: Series, mu2_shift: float, idx):
+    s = series.sum_phi2 if idx is None else series.sum_phi2[idx]
+    logw = -0.5 * mu2_shift * s
+    w = np.exp(logw - logw.max())
+    return w / w.sum()
+
+
+def moments(series: Series, mu2_shift: float = 0.0, idx=None) -> dict:
+    """Reweighted <|m|>, <m^2>, <m^4>, chi, U and the Kish ESS at mu2 = series.mu2 + mu2_shift."""
+    w = _weights(series, mu2_shift, idx)
+    pick = (lambda a: a) if idx is None else (lambda a: a[idx])
+    am, m2, m4 = (float(np.dot(w, pick(a))) for a in (series.abs_m, series.m2, series.m4))
+    return {"abs_m": am, "m2": m2, "m4": m4, "chi": series.volume * (m2 - am * am),
+            "U": 1.0 - m4 / (3.0 * m2 * m2), "ess": float(1.0 / np.sum(w * w))}
+
+
+def ess_window(series: Series, mu2_0: float, ess_fraction: float = 0.3, max_window: float = 1.0) -> float:
+    """Largest symmetric |mu2 - mu2_0| (bisection) at which the ESS stays >= ess_fraction * N."""
+    def ok(d):
+        return min(moments(series, mu2_0 - series.mu2 + s * d)["ess"] for s in (-1, 1)) >= ess_fraction * series.n
+    lo, hi = 0.0, max_window
+    if ok(hi):
+        return hi
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
+def tau_int(values) -> tuple:
+    """Integrated autocorrelation time (in units of the stored spacing) from pyerrors."""
+    import pyerrors as pe
+
+    values = np.asarray(values, dtype=float)
+    if np.ptp(values) == 0:
+        return 0.5, 0.0
+    o = pe.Obs([values], ["chain"])
+    o.gamma_method()
+    return float(o.e_tauint["chain"]), float(o.e_dtauint["chain"])
+
+
+def jackknife(func, series_list, n_bins: int = 20):
+    """func(list of index arrays, one per series) -> float or array; blocked jackknife over each
+    series in turn (independent ensembles: variances add). Returns (value, error, samples) where
+    samples[e] is the (n_bins, ...) array of delete-one-bin values for series e."""
+    full = [None] * len(series_list)
+    value = np.asarray(func(full), dtype=float)
+    var = np.zeros_like(value)
+    samples = []
+    for e, s in enumerate(series_list):
+        edges = np.linspace(0, s.n, n_bins + 1).astype(int)
+        vals = []
+        for k in range(n_bins):
+            idx = list(full)
+            idx[e] = np.concatenate([np.arange(0, edges[k]), np.arange(edges[k + 1], s.n)])
+            vals.append(np.asarray(func(idx), dtype=float))
+        vals = np.array(vals)
+        var = var + (n_bins - 1) / n_bins * np.sum((vals - vals.mean(axis=0)) ** 2, axis=0)
+        samples.append(vals)
+    return value, np.sqrt(var), samples
+
+
+def _binder_curve(series, idx):
+    return lambda mu2: moments(series, mu2 - series.mu2, None if idx is None else idx)["U"]
+
+
+def binder_crossing(small: Series, large: Series, mu2_0: float, window: float, idx=(None, None)) -> float:
+    """mu2 in [mu2_0 - window, mu2_0 + window] where U_small(mu2) = U_large(mu2) (NaN if none)."""
+    us, ul = _binder_curve(small, idx[0]), _binder_curve(large, idx[1])
+    grid = np.linspace(mu2_0 - window, mu2_0 + window, 41)
+    diff = np.array([us(x) - ul(x) for x in grid])
+    sign = np.nonzero(np.diff(np.sign(diff)))[0]
+    if len(sign) == 0:
+        return float("nan")
+    k = sign[np.argmin(np.abs(grid[sign] - mu2_0))]
+    return float(brentq(lambda x: us(x) - ul(x), grid[k], grid[k + 1], xtol=1e-10))
+
+
+def flow(small_up: Series, large: Series, mu2_values, window_large: tuple, idx=(None, None)) -> np.ndarray:
+    """mu2'(mu2): for each mu2 (coupling of the ensemble that was upscaled), the coupling of the
+    direct large-lattice ensemble with the same Binder cumulant. NaN where no match in the window."""
+    ul = _binder_curve(large, idx[1])
+    us = _binder_curve(small_up, idx[0])
+    lo, hi = window_large
+    grid = np.linspace(lo, hi, 61)
+    ugrid = np.array([ul(x) for x in grid])
+    out = []
+    for mu2 in mu2_values:
+        target = us(mu2)
+        diff = ugrid - target
+        sign = np.nonzero(np.diff(np.sign(diff)))[0]
+        if len(sign) == 0:
+            out.append(np.nan)
+            continue
+        k = sign[0]
+        out.append(brentq(lambda x: ul(x) - target, grid[k], grid[k + 1], xtol=1e-10))
+    return np.array(out)
+
+
+def flow_slope(small_up: Series, large: Series, mu2_values, window_large, idx=(None, None)) -> float:
+    """Least-squares slope lambda of mu2'(mu2) over mu2_values."""
+    mp = flow(small_up, large, mu2_values, window_large, idx)
+    ok = np.isfinite(mp)
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.asarray(mu2_values)[ok], mp[ok], 1)[0])
+
+
+def fss_slope(L, values) -> float:
+    """Slope of ln(values) against ln(L) by least squares (the FSS exponent of a power law)."""
+    return float(np.polyfit(np.log(np.asarray(L, dtype=float)), np.log(np.asarray(values, dtype=float)), 1)[0])
