@@ -238,7 +238,7 @@ def reweight(delta, primaries: dict, *, replica_lengths=None, ensemble_name="ens
     if n == 0:
         raise ReweightError("the ensemble is empty: no configurations to reweight")
     bounds = _replica_bounds(n, replica_lengths)
-    complex_valued = np.iscomplexobj(delta) and bool(np.any(np.imag(delta) != 0))
+    complex_valued = bool(np.iscomplexobj(delta))  # a complex scan reports Re and Im at every point
     logw = -delta
     flags = []
     if not np.all(np.isfinite(logw)):

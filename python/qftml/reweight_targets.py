@@ -1,0 +1,584 @@
+"""Reweighting targets: A given as S plus changes, and A - S per configuration (DESIGN 1.4).
+
+A target is the ensemble's action S changed by homogeneous terms with real or complex coefficients,
+
+    A = S - dw sum_{x,mu} phi_x phi_{x+mu} - g sum_{x,e} phi_x phi_{x+e} + da sum phi^2 + db sum phi^4
+          + dr sum phi                                                    (base = "ensemble")
+
+or a new action plus the same changes (base = "action"): the homogeneous theory kappa, mu2, lam, h
+(w = kappa, a = (mu2 + 2 d kappa)/2, b = lam/4, r = -h) with extra links of coupling g, or an
+inhomogeneous action read from a couplings file. Every coefficient may be complex: the key
+`<name>_imag` adds i * value (e.g. da_imag = 0.15 is + i 0.15 sum phi^2).
+
+A - S is computed per configuration from sufficient statistics where that is possible:
+  * homogeneous changes need sum phi^2, sum phi^4, M and link sums per offset; these come from the
+    stored /observables when the ensemble has them;
+  * link types the ensemble did not store (e.g. nnn links on an ensemble of an action without them),
+    an inhomogeneous target or an inhomogeneous S without stored /observables/action are computed
+    from the configurations: every rank reads its own hyperslab of each configuration (never the
+    whole ensemble, never the whole lattice on one rank), sets field.local = block and measures
+    with qftml.measure / Action.action (one small allreduce per configuration).
+
+Exports:
+    Ensemble(shape, observables, couplings, extra_offsets=(), field="real", configs=None, name=...)
+    open_ensemble(path) -> Ensemble         an ensemble HDF5 file (DESIGN 3), read lazily
+    check_compatible(ensembles)             same lattice, field and action, none empty (else error)
+    TargetSpec                              one target point (dataclass of the keys above)
+    TARGET_KEYS                             the scannable numeric keys
+    scan_targets(spec, key, values)         [TargetSpec] along one key
+    ReweightInputs                          deltas (n_points, n_cfg), primaries, replica lengths, ...
+    compute_inputs(ensembles, targets, comm=None, progress=False)   the collective work
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from mpi4py import MPI
+
+from qftml.action import NNN_2D, Action, homogeneous_couplings
+from qftml.lattice import Field, Lattice
+from qftml.observables import measure
+from qftml.reweighting import ReweightError, primary_observables
+
+FAMILIES = ("w", "g", "a", "b", "r")
+
+
+# ---------------------------------------------------------------------------------------------
+# ensembles
+# ---------------------------------------------------------------------------------------------
+
+class Ensemble:
+    """An ensemble of S: observables per configuration, couplings of S, optionally configurations.
+
+    observables: {name: (n_cfg,) or (n_cfg, k)} as stored under /observables (M, m, abs_m, m2, m4,
+    sum_phi2, sum_phi4, action, link_sum_<l> or link_sums (n, n_links), slice_sums (n, L0));
+    couplings: {family: scalar or global array (w: shape + (d,), g: shape + (n_extra,))} for
+    in-memory ensembles, or couplings_path: a file with /couplings, read by hyperslabs;
+    configs: anything indexable as configs[i, slices...] (numpy array, h5py dataset) or None.
+    """
+
+    def __init__(self, shape, observables, couplings=None, extra_offsets=(), field="real", configs=None,
+                 name="ensemble", path=None, couplings_path=None):
+        self.shape = tuple(int(s) for s in shape)
+        self.observables = _normalise_observables(observables)
+        self.couplings = dict(couplings or {})
+        self.couplings_path = couplings_path
+        self.extra_offsets = [tuple(int(c) for c in e) for e in extra_offsets]
+        self.field = field
+        self.configs = configs
+        self.name = name
+        self.path = path
+        counts = {k: v.shape[0] if v.ndim else -1 for k, v in self.observables.items()}
+        if configs is not None:
+            if tuple(configs.shape[1:]) != self.shape:
+                raise ReweightError(f"{self._label()}: configurations have shape {tuple(configs.shape[1:])}, "
+                                    f"lattice is {self.shape}")
+            counts["configs"] = configs.shape[0]
+        if len(set(counts.values())) > 1:
+            raise ReweightError(f"{self._label()}: datasets disagree on the number of configurations: {counts}")
+        self.n_cfg = next(iter(counts.values())) if counts else 0
+
+    def _label(self):
+        return self.path or self.name
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def volume(self):
+        return int(np.prod(self.shape))
+
+    @property
+    def offsets(self):
+        """Link offsets of S, in the order of link_sums: unit vectors, then extras."""
+        d = self.ndim
+        return [tuple(int(i == mu) for i in range(d)) for mu in range(d)] + list(self.extra_offsets)
+
+    def local_couplings(self, lattice) -> dict:
+        """This rank's block of S's couplings: {family: scalar or array (w: (..., d), g: (..., n_extra))}."""
+        if self.couplings_path is not None:
+            from qftml.couplings_io import read_couplings
+            local, _ = read_couplings(self.couplings_path, lattice)
+            return local
+        out = {}
+        for fam in FAMILIES:
+            v = self.couplings.get(fam, 0.0)
+            out[fam] = float(v) if np.ndim(v) == 0 else np.asarray(v, dtype=float)[lattice.local_slices]
+        return out
+
+    def skip(self, n: int) -> "Ensemble":
+        """The same ensemble without its first n records (thermalisation cut)."""
+        obs = {k: v[n:] for k, v in self.observables.items()}
+        configs = None if self.configs is None else _Skip(self.configs, n)
+        e = Ensemble(self.shape, obs, self.couplings, self.extra_offsets, self.field, configs, self.name,
+                     self.path, self.couplings_path)
+        e._parent = self  # keeps an open file alive
+        return e
+
+    def stored_link_sum(self, offset):
+        """Column of the stored link sums for `offset` (or its negative), or None."""
+        ls = self.observables.get("link_sums")
+        if ls is None:
+            return None
+        neg = tuple(-c for c in offset)
+        for i, o in enumerate(self.offsets):
+            if (o == tuple(offset) or o == neg) and i < ls.shape[1]:
+                return ls[:, i]
+        return None
+
+
+def _normalise_observables(obs):
+    """Arrays; link_sum_<l> columns (ensemble files) merged into link_sums (n, n_links)."""
+    out = {k: np.asarray(v) for k, v in obs.items() if not k.startswith("link_sum_")}
+    cols = sorted((int(k[len("link_sum_"):]), np.asarray(v, dtype=float)) for k, v in obs.items()
+                  if k.startswith("link_sum_") and k[len("link_sum_"):].isdigit())
+    if cols and "link_sums" not in out:
+        if [c[0] for c in cols] != list(range(len(cols))):
+            raise ReweightError(f"link sums stored for links {[c[0] for c in cols]}: expected 0..{len(cols) - 1}")
+        out["link_sums"] = np.stack([c[1] for c in cols], axis=1)
+    return out
+
+
+class _FirstRows:
+    """configs[:n_records] of an HDF5 dataset without reading it: rows beyond n are not data."""
+    def __init__(self, ds, n):
+        self.ds, self.shape = ds, (int(n),) + tuple(ds.shape[1:])
+
+    def __getitem__(self, idx):
+        i = idx[0] if isinstance(idx, tuple) else idx
+        if not (0 <= i < self.shape[0]):
+            raise IndexError(i)
+        return self.ds[idx]
+
+
+class _Skip:
+    """configs[n:] without reading."""
+    def __init__(self, base, n):
+        self.base, self.n, self.shape = base, int(n), (base.shape[0] - int(n),) + tuple(base.shape[1:])
+
+    def __getitem__(self, idx):
+        i, rest = (idx[0], idx[1:]) if isinstance(idx, tuple) else (idx, ())
+        return self.base[(i + self.n,) + tuple(rest)]
+
+
+def open_ensemble(path) -> Ensemble:
+    """An ensemble file (DESIGN 3, qftml.ensemble_io): observables read, configurations lazy,
+    couplings read later by hyperslabs. The file stays open while the Ensemble lives."""
+    from qftml.couplings_io import _group_attrs
+    from qftml.ensemble_io import FORMAT, EnsembleFileError, _h5open, read_observables
+
+    if not os.path.exists(path):
+        raise ReweightError(f"ensemble file {path} not found")
+    f = _h5open(path, "r")
+    if f.attrs.get("format") != FORMAT:
+        raise EnsembleFileError(f"{path}: not a qftml ensemble file (no format={FORMAT!r} attribute)")
+    n = int(f.attrs.get("n_records", 0))
+    configs = _FirstRows(f["configs"], n) if "configs" in f else None
+    if configs is not None:
+        shape = configs.shape[1:]
+    else:
+        lat = f.attrs.get("lattice", "")
+        lat = json.loads(lat) if isinstance(lat, str) and lat.startswith("{") else {}
+        if "shape" not in lat:
+            raise ReweightError(f"{path}: no /configs and no lattice attribute: lattice shape unknown")
+        shape = tuple(lat["shape"])
+    obs = read_observables(path) if "observables" in f else {}
+    if "couplings" not in f:
+        raise ReweightError(f"{path}: no /couplings: the ensemble's action is unknown, cannot form A - S")
+    attrs = _group_attrs(f["couplings"])
+    ens = Ensemble(shape, obs, None, attrs["extra_offsets"], attrs["field"], configs,
+                   name=os.path.splitext(os.path.basename(path))[0], path=path, couplings_path=path)
+    ens._file = f
+    return ens
+
+
+def _homogeneous_value(loc, lattice):
+    """(True, scalar) if a local block (or scalar) is constant over the whole lattice (collective)."""
+    if np.ndim(loc) == 0:
+        return True, float(loc)
+    lo, hi = (float(loc.min()), float(loc.max())) if loc.size else (np.inf, -np.inf)
+    lo = lattice.comm.allreduce(lo, op=MPI.MIN)
+    hi = lattice.comm.allreduce(hi, op=MPI.MAX)
+    return lo == hi, lo
+
+
+def check_compatible(ensembles, comm=None):
+    """Raise ReweightError unless all ensembles are non-empty, on the same lattice, field and action."""
+    if not ensembles:
+        raise ReweightError("no ensembles given")
+    first = ensembles[0]
+    for e in ensembles:
+        if e.n_cfg == 0:
+            raise ReweightError(f"ensemble {e._label()} is empty: no configurations")
+        if e.shape != first.shape:
+            raise ReweightError(f"ensembles have different lattice shapes: {first._label()} {first.shape}, "
+                                f"{e._label()} {e.shape}")
+        if e.field != first.field:
+            raise ReweightError(f"ensembles have different field types: {first.field} vs {e.field}")
+        if e.extra_offsets != first.extra_offsets:
+            raise ReweightError(f"ensembles have different link types: {first.extra_offsets} vs {e.extra_offsets}")
+    if len(ensembles) > 1:
+        lat = Lattice(first.shape, comm=comm)
+        ref = first.local_couplings(lat)
+        for e in ensembles[1:]:
+            other = e.local_couplings(lat)
+            for fam in FAMILIES:
+                x, y = np.asarray(ref.get(fam, 0.0)), np.asarray(other.get(fam, 0.0))
+                try:
+                    diff = float(np.max(np.abs(x - y))) if x.size and y.size else 0.0
+                except ValueError:
+                    diff = np.inf  # shapes do not broadcast
+                if lat.comm.allreduce(diff, op=MPI.MAX) > 1e-12:
+                    raise ReweightError(f"ensembles {first._label()} and {e._label()} are of different actions "
+                                        f"(coupling {fam} differs): reweighting combines replicas of one S only")
+
+
+# ---------------------------------------------------------------------------------------------
+# targets
+# ---------------------------------------------------------------------------------------------
+
+TARGET_KEYS = ("kappa", "mu2", "lam", "h", "g", "dw", "da", "db", "dr",
+               "g_imag", "dw_imag", "da_imag", "db_imag", "dr_imag")
+
+
+@dataclass
+class TargetSpec:
+    base: str = "ensemble"      # "ensemble": A = S + changes; "action": A = given action + changes
+    kappa: float = 1.0
+    mu2: float = -0.9515
+    lam: float = 0.7
+    h: float = 0.0
+    couplings: str = ""         # base = "action": inhomogeneous A from /couplings of this file
+    extra: str = ""             # "" or "nnn": link offsets of the g term
+    extra_offsets: list = field(default_factory=list)   # explicit offsets instead of `extra`
+    g: float = 0.0
+    dw: float = 0.0
+    da: float = 0.0
+    db: float = 0.0
+    dr: float = 0.0
+    g_imag: float = 0.0
+    dw_imag: float = 0.0
+    da_imag: float = 0.0
+    db_imag: float = 0.0
+    dr_imag: float = 0.0
+
+    def offsets(self, ndim):
+        if self.extra_offsets:
+            return [tuple(int(c) for c in e) for e in self.extra_offsets]
+        if self.extra == "nnn":
+            if ndim != 2:
+                raise ReweightError(f"target extra = 'nnn' is defined for 2D lattices only (this one is {ndim}D); "
+                                    "give extra_offsets")
+            return [tuple(e) for e in NNN_2D]
+        if self.extra:
+            raise ReweightError(f"target extra = {self.extra!r}: only 'nnn' is named")
+        return []
+
+    def is_complex(self):
+        return any(getattr(self, k) != 0 for k in TARGET_KEYS if k.endswith("_imag"))
+
+
+def scan_targets(spec: TargetSpec, key: str, values) -> list:
+    """One TargetSpec per value of `key` (one of TARGET_KEYS)."""
+    if key not in TARGET_KEYS:
+        raise ReweightError(f"cannot scan {key!r}: scannable keys are {', '.join(TARGET_KEYS)}")
+    return [dataclasses.replace(spec, **{key: float(v)}) for v in values]
+
+
+def _linear_terms(spec: TargetSpec, ens: Ensemble, s_homog: dict):
+    """(coefficients {statistic: complex}, needs S(phi)?, inhomogeneous-A file or None) with
+    A - S = sum_k c_k T_k  [- S(phi) + A_file(phi) when not expressible].
+
+    Statistics: "sum_phi2", "sum_phi4", "M", ("link", offset).
+    """
+    d = ens.ndim
+    units = ens.offsets[:d]
+    c = {}
+
+    def add(key, value):
+        if value != 0:
+            c[key] = c.get(key, 0) + value
+
+    dw = spec.dw + 1j * spec.dw_imag
+    g = spec.g + 1j * spec.g_imag
+    da = spec.da + 1j * spec.da_imag
+    db = spec.db + 1j * spec.db_imag
+    dr = spec.dr + 1j * spec.dr_imag
+    extra = spec.offsets(d)
+    if ens.field == "ising" and (da != 0 or db != 0):
+        raise ReweightError("the ensemble is of an 'ising' field (phi^2 = phi^4 = 1): a and b are not couplings "
+                            "it can be reweighted in (da, db must be 0)")
+    if g != 0 and not extra:
+        raise ReweightError("target g is set but no extra links are given (extra = 'nnn' or extra_offsets)")
+    for u in units:
+        add(("link", u), -dw)
+    for e in extra:
+        add(("link", e), -g)
+    add("sum_phi2", da)
+    add("sum_phi4", db)
+    add("M", dr)
+    needs_s = False
+    a_file = None
+    if spec.base == "action":
+        if spec.couplings:
+            a_file = spec.couplings
+            needs_s = True
+        else:
+            hc = homogeneous_couplings(d, spec.kappa, spec.mu2, spec.lam, spec.h)
+            if ens.field == "ising":
+                hc["a"] = hc["b"] = 0.0  # phi^2 = phi^4 = 1: constants, which cancel in every ratio
+            if s_homog is not None:
+                # A - S from coefficient differences: no need for S(phi) per configuration
+                for u, i in zip(units, range(d)):
+                    add(("link", u), -(hc["w"] - s_homog["w"][i]))
+                for e, gs in zip(ens.extra_offsets, s_homog["g"]):
+                    add(("link", e), gs)   # -(-g_S sum_e phi phi): S's extra links are not part of A
+                add("sum_phi2", hc["a"] - (0 if ens.field == "ising" else s_homog["a"]))
+                add("sum_phi4", hc["b"] - (0 if ens.field == "ising" else s_homog["b"]))
+                add("M", hc["r"] - s_homog["r"])
+            else:
+                needs_s = True
+                for u in units:
+                    add(("link", u), -hc["w"])
+                add("sum_phi2", hc["a"])
+                add("sum_phi4", hc["b"])
+                add("M", hc["r"])
+    elif spec.base != "ensemble":
+        raise ReweightError(f"target base = {spec.base!r}: must be 'ensemble' or 'action'")
+    return c, needs_s, a_file
+
+
+def _s_homogeneous(s_local: dict, ens: Ensemble, lattice: Lattice):
+    """S's couplings as scalars {w: [d], g: [n_extra], a, b, r} if S is homogeneous, else None."""
+    out = {"w": [], "g": []}
+    for fam in ("a", "b", "r"):
+        ok, v = _homogeneous_value(s_local.get(fam, 0.0), lattice)
+        if not ok:
+            return None
+        out[fam] = v
+    for fam, n in (("w", ens.ndim), ("g", len(ens.extra_offsets))):
+        val = s_local.get(fam, 0.0)
+        for i in range(n):
+            ok, v = _homogeneous_value(val if np.ndim(val) == 0 else val[..., i], lattice)
+            if not ok:
+                return None
+            out[fam].append(v)
+    return out
+
+
+def _check_target_normalisable(spec, ens, s_homog, s_local, lattice):
+    """A must define a normalisable weight (its real part): Re b > 0, or a positive Gaussian form."""
+    if ens.field == "ising":
+        return
+    d = ens.ndim
+    if spec.base == "action" and not spec.couplings:
+        b_min = spec.lam / 4 + spec.db
+    else:
+        if spec.base == "action":
+            return  # checked by qftml.Action when the file's action is built
+        bl = np.asarray(s_local.get("b", 0.0))
+        b_min = lattice.comm.allreduce(float(bl.min()) if bl.size else np.inf, op=MPI.MIN) + spec.db
+    if b_min > 0:
+        return
+    if b_min < 0:
+        raise ReweightError(f"target has Re b = {b_min:g} < 0: exp(-A) is not normalisable")
+    # Gaussian target: its real quadratic form must be positive definite (homogeneous case)
+    if s_homog is None and spec.base == "ensemble":
+        raise ReweightError("Gaussian target from an inhomogeneous Gaussian S: positivity cannot be verified")
+    from qftml.exact import momenta
+    k = momenta(lattice.shape)
+    if spec.base == "action":
+        hc = homogeneous_couplings(d, spec.kappa, spec.mu2, spec.lam, spec.h)
+        K = 2 * hc["a"] * np.ones(lattice.shape)
+        w = [hc["w"]] * d
+    else:
+        K = 2 * s_homog["a"] * np.ones(lattice.shape)
+        w = s_homog["w"]
+        for e, gs in zip(ens.extra_offsets, s_homog["g"]):
+            K = K - 2 * gs * np.cos(sum(ei * km for ei, km in zip(e, k)))
+    K = K + 2 * spec.da
+    for mu in range(d):
+        K = K - 2 * (w[mu] + spec.dw) * np.cos(k[mu])
+    for e in spec.offsets(d):
+        K = K - 2 * spec.g * np.cos(sum(ei * km for ei, km in zip(e, k)))
+    if np.min(K) <= 0:
+        raise ReweightError("the Gaussian target's quadratic form is not positive definite: exp(-A) is not "
+                            "normalisable")
+
+
+@dataclass
+class ReweightInputs:
+    deltas: np.ndarray          # (n_points, n_cfg) A - S, complex if any target is
+    primaries: dict             # per-configuration observables of S
+    replica_lengths: list
+    shape: tuple
+    volume: int
+    sources: dict               # statistic -> "stored" | "configs"
+    targets: list
+    ensemble_name: str
+    statistics: dict = field(default_factory=dict)   # the statistics used, (n_cfg,) each
+
+
+def _stat_label(key):
+    """Readable name of a statistic key."""
+    if isinstance(key, tuple):
+        if key[0] == "link":
+            return "links(" + ",".join(map(str, key[1])) + ")"
+        if key[0] == "action_A":
+            return f"A(phi) of {key[1]}"
+        return f"{key[0]}:{key[1]}"
+    return {"action_S": "S(phi)"}.get(key, key)
+
+
+def compute_inputs(ensembles, targets, comm=None, progress=False) -> ReweightInputs:
+    """A - S for every target and configuration, plus the primaries. Collective over `comm`."""
+    comm = MPI.COMM_WORLD if comm is None else comm
+    check_compatible(ensembles, comm)
+    if not targets:
+        raise ReweightError("no target points")
+    ens0 = ensembles[0]
+    lattice = Lattice(ens0.shape, comm=comm)
+    s_local = ens0.local_couplings(lattice)
+    s_homog = _s_homogeneous(s_local, ens0, lattice)
+    plans = [_linear_terms(t, ens0, s_homog) for t in targets]
+    for t in targets:
+        _check_target_normalisable(t, ens0, s_homog, s_local, lattice)
+    needed = set()
+    for c, _, _ in plans:
+        needed.update(c.keys())
+    needs_s = any(p[1] for p in plans)
+    a_files = sorted({p[2] for p in plans if p[2]})
+
+    # which statistics are stored, which must come from the configurations
+    stored, from_configs = {}, set()
+    for key in needed:
+        col = None
+        for e in ensembles:
+            if isinstance(key, tuple):
+                v = e.stored_link_sum(key[1])
+            else:
+                v = e.observables.get(key)
+            if v is None:
+                col = None
+                break
+            col = v if col is None else np.concatenate([col, v])
+        if col is None:
+            from_configs.add(key)
+        else:
+            stored[key] = np.asarray(col, dtype=float)
+    if needs_s:
+        if all("action" in e.observables for e in ensembles):
+            stored["action_S"] = np.concatenate([np.asarray(e.observables["action"], float) for e in ensembles])
+        else:
+            from_configs.add("action_S")
+    for fname in a_files:
+        from_configs.add(("action_A", fname))
+    prim_needed = [k for k in ("slice_sums", "sum_phi2", "sum_phi4", "M", "m", "abs_m", "m2", "m4")
+                   if not all(k in e.observables for e in ensembles)]
+    if from_configs or prim_needed:
+        missing = [e._label() for e in ensembles if e.configs is None]
+        if missing and from_configs:
+            what = ", ".join(sorted(_stat_label(k) for k in from_configs))
+            raise ReweightError(f"the target needs {what}, which ensemble(s) {', '.join(missing)} neither store "
+                                "nor can compute (no /configs): the ensemble cannot support this target")
+        if not missing:
+            stored.update(_statistics_from_configs(ensembles, lattice, from_configs, s_local,
+                                                   needed_obs=prim_needed, progress=progress))
+
+    n = sum(e.n_cfg for e in ensembles)
+    any_complex = any(t.is_complex() for t in targets)
+    deltas = np.zeros((len(targets), n), dtype=complex if any_complex else float)
+    for p, (c, ns, a_file) in enumerate(plans):
+        row = np.zeros(n, dtype=complex)
+        for key, coef in c.items():
+            row += coef * stored[key]
+        if ns:
+            row -= stored["action_S"]
+        if a_file:
+            row += stored[("action_A", a_file)]
+        deltas[p] = row if any_complex else row.real
+
+    obs = {}
+    for k in ("M", "m", "abs_m", "m2", "m4", "sum_phi2", "sum_phi4", "link_sums", "slice_sums"):
+        parts = [e.observables.get(k) for e in ensembles]
+        if all(x is not None for x in parts):
+            obs[k] = np.concatenate([np.asarray(x, float) for x in parts])
+        elif ("obs", k) in stored:
+            obs[k] = stored[("obs", k)]
+    prim = primary_observables(obs, ens0.volume, ens0.shape)
+    for key in needed:
+        if isinstance(key, tuple) and ens0.stored_link_sum(key[1]) is None:
+            prim["sum_links_" + ",".join(map(str, key[1]))] = stored[key]
+    sources = {_stat_label(k): ("configs" if k in from_configs else "stored")
+               for k in list(needed) + (["action_S"] if needs_s else []) + [("action_A", f) for f in a_files]}
+    name = os.path.commonprefix([e.name for e in ensembles]) or "ensemble"
+    return ReweightInputs(deltas=deltas, primaries=prim, replica_lengths=[e.n_cfg for e in ensembles],
+                          shape=ens0.shape, volume=ens0.volume, sources=sources, targets=list(targets),
+                          ensemble_name=name.replace("|", "_"),
+                          statistics={_stat_label(k): v for k, v in stored.items()})
+
+
+def _statistics_from_configs(ensembles, lattice, keys, s_local, needed_obs=(), progress=False):
+    """Per-configuration statistics from each rank's hyperslab of every configuration (collective).
+
+    keys: ("link", offset), "sum_phi2", "sum_phi4", "M", "action_S", ("action_A", file).
+    needed_obs: stored-observable names to recompute too (returned as ("obs", name)).
+    """
+    ens0 = ensembles[0]
+    d = ens0.ndim
+    units = ens0.offsets[:d]
+    extra = sorted({k[1] for k in keys if isinstance(k, tuple) and k[0] == "link" and k[1] not in units})
+    # a probe action with the needed link offsets; its couplings only matter for its `action`, unused
+    probe = Action(lattice, 0.0, 1.0, 1.0, 0.0, g=0.0, extra_offsets=[list(e) for e in extra],
+                   field=ens0.field)
+    probe_offsets = probe.offsets
+    s_action = None
+    if "action_S" in keys:
+        s_action = Action(lattice, *[s_local.get(f, 0.0) for f in ("w", "a", "b", "r")], g=s_local.get("g", 0.0),
+                          extra_offsets=[list(e) for e in ens0.extra_offsets], field=ens0.field)
+    a_actions = {}
+    for k in keys:
+        if isinstance(k, tuple) and k[0] == "action_A":
+            a_actions[k[1]] = _action_from_file(k[1], lattice, ens0.field)
+    fld = Field(lattice)
+    n = sum(e.n_cfg for e in ensembles)
+    out = {k: np.empty(n) for k in keys}
+    for k in needed_obs:
+        out[("obs", k)] = np.empty((n, ens0.shape[0])) if k == "slice_sums" else np.empty(n)
+    it = ((e, i) for e in ensembles for i in range(e.n_cfg))
+    if progress and lattice.comm.rank == 0:
+        from tqdm import tqdm
+        it = tqdm(it, total=n, desc="A - S from configs", unit="cfg")
+    sl = lattice.local_slices
+    for j, (e, i) in enumerate(it):
+        fld.local = np.asarray(e.configs[(i,) + sl], dtype=float)
+        fld.exchange_halos()
+        m = measure(fld, probe)
+        for k in keys:
+            if isinstance(k, tuple) and k[0] == "link":
+                neg = tuple(-c for c in k[1])
+                idx = next(q for q, o in enumerate(probe_offsets) if o == k[1] or o == neg)
+                out[k][j] = m["link_sums"][idx]
+            elif k in ("sum_phi2", "sum_phi4", "M"):
+                out[k][j] = m[k]
+            elif k == "action_S":
+                out[k][j] = s_action.action(fld)
+            elif isinstance(k, tuple) and k[0] == "action_A":
+                out[k][j] = a_actions[k[1]].action(fld)
+        for k in needed_obs:
+            out[("obs", k)][j] = m[k]
+    return out
+
+
+def _action_from_file(path, lattice, field_type):
+    """The inhomogeneous action of /couplings in `path`; only this rank's blocks are read."""
+    from qftml.couplings_io import action_from_couplings
+
+    if not os.path.exists(path):
+        raise ReweightError(f"target couplings file {path} not found")
+    return action_from_couplings(path, lattice, field=field_type)
