@@ -1,0 +1,369 @@
+"""HDF5 ensemble files (DESIGN 3): schema, scalable hyperslab writing, crash-safe appends, reading.
+
+Exports:
+    FORMAT, FORMAT_VERSION           the value of the root attributes `format`, `format_version`
+    EnsembleFileError                 a missing, truncated or corrupt file (message for the user)
+    choose_write_path(comm)           "mpio" if h5py has MPI, else "rank0-blocks"
+    BlockFile(path, mode, lattice, write_path)   an HDF5 file that every rank of the lattice writes:
+                                      .create(name, shape, chunks, maxshape)  .write_blocks(name, lead, local)
+    EnsembleWriter.create(path, lattice, attrs, observable_layout, couplings, store_configs, ...)
+    EnsembleWriter.reopen(path, lattice, n_records, ...)   continue a file (resume), truncated to n_records
+        .append(local_configs, observables)   one batch: data, flush, then the record count, flush
+        .set_attrs(**attrs)  .close()
+    observable_layout(lattice, action) -> {name: trailing shape}   every per-configuration observable
+    stack_observables(list_of_measure_dicts, layout) -> {name: array}
+    read_observables(path) -> dict    /observables/<name>[:n_records] (plain h5py underneath)
+    read_configs(path, start=0, stop=None) -> array   /configs[start:stop] (small volumes only)
+    read_attrs(path) -> dict          root attributes, JSON strings decoded
+    open_ensemble(path)               h5py.File opened read-only with clean errors
+
+Schema (documented in docs/ensembles.md):
+    /configs              (n_cfg, *shape) float64, global lexicographic site order (optional)
+    /observables/<name>   (n_cfg,) float64 for every scalar of qftml.measure plus `sweep` (int64)
+    /observables/slice_sums  (n_cfg, L0)
+    /couplings/<w|g|a|b|r>   w: shape + (d,), g: shape + (n_extra,), a, b, r: shape
+    root attributes       n_records (records whose data are flushed), complete, action, lattice,
+                          sampler, seed, process_grid, n_ranks, package_version, start_time,
+                          end_time, write_path, runs (JSON list of every invocation), ...
+
+Crash safety: datasets are chunked and resizable; a batch is written and flushed before the
+attribute n_records is raised and flushed again, so after SIGKILL every record below n_records is
+on disk. Readers must use rows [:n_records] (read_observables / read_configs do).
+
+Scalable writing: no rank holds the global lattice. With "mpio" every rank writes its hyperslab
+collectively; with "rank0-blocks" (h5py without MPI, e.g. the pip wheel) rank 0 owns the open
+file and writes each rank's hyperslab, received one rank at a time.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+import h5py
+import numpy as np
+
+FORMAT = "qftml-ensemble"
+FORMAT_VERSION = 1
+SCALAR_OBSERVABLES = ("M", "m", "abs_m", "m2", "m4", "sum_phi2", "sum_phi4", "action", "sum_links_nn")
+_TAG = 7301  # MPI tag of hyperslab transfers to rank 0
+
+
+class EnsembleFileError(ValueError):
+    """An ensemble or checkpoint file that cannot be used; the message is for the user."""
+
+
+def choose_write_path(comm) -> str:
+    """'mpio' (collective MPI-IO) when h5py was built with MPI and there are several ranks."""
+    return "mpio" if h5py.get_config().mpi and comm.size > 1 else "rank0-blocks"
+
+
+def _h5open(path, mode, **kw):
+    """h5py.File with OSError turned into EnsembleFileError (no h5py traceback for the user)."""
+    try:
+        return h5py.File(path, mode, **kw)
+    except FileNotFoundError:
+        raise EnsembleFileError(f"{path}: no such file") from None
+    except OSError as e:
+        raise EnsembleFileError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {e}") from None
+
+
+@contextlib.contextmanager
+def open_ensemble(path):
+    """The ensemble file opened read-only; any HDF5 failure inside becomes EnsembleFileError."""
+    f = _h5open(path, "r")
+    try:
+        if f.attrs.get("format") != FORMAT:
+            raise EnsembleFileError(f"{path}: not a qftml ensemble file (no format={FORMAT!r} attribute)")
+        yield f
+    except (OSError, KeyError, RuntimeError) as e:
+        raise EnsembleFileError(f"{path}: damaged ensemble file (truncated or corrupt?): {e}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            f.close()
+
+
+def _decode(v):
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, str) and v[:1] in "[{":
+        with contextlib.suppress(ValueError):
+            return json.loads(v)
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _encode(v):
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, sort_keys=True)
+    if v is None:
+        return ""
+    return v
+
+
+def read_attrs(path) -> dict:
+    """Root attributes of an ensemble file, JSON strings decoded into dicts/lists."""
+    with open_ensemble(path) as f:
+        return {k: _decode(v) for k, v in f.attrs.items()}
+
+
+def read_observables(path) -> dict:
+    """{name: array of the first n_records rows} for every dataset in /observables."""
+    with open_ensemble(path) as f:
+        n = int(f.attrs["n_records"])
+        return {name: ds[:n] for name, ds in f["observables"].items()}
+
+
+def read_configs(path, start=0, stop=None) -> np.ndarray:
+    """Rows [start:stop] of /configs, clipped to n_records. Loads global configurations: small volumes."""
+    with open_ensemble(path) as f:
+        if "configs" not in f:
+            raise EnsembleFileError(f"{path}: configurations were not stored (output.configs = false)")
+        n = int(f.attrs["n_records"])
+        stop = n if stop is None else min(stop, n)
+        return f["configs"][start:stop]
+
+
+def observable_layout(lattice, action) -> dict:
+    """{name: trailing shape} of every stored observable: the scalars of qftml.measure, one
+    `link_sum_<l>` per link offset of the action, `slice_sums` (L0,), and `sweep`."""
+    layout = {name: () for name in SCALAR_OBSERVABLES}
+    for l in range(len(action.offsets)):
+        layout[f"link_sum_{l}"] = ()
+    layout["slice_sums"] = (lattice.shape[0],)
+    layout["sweep"] = ()
+    return layout
+
+
+def stack_observables(records: list, layout: dict) -> dict:
+    """Turn a list of measure() dicts (each with 'sweep' added) into {name: stacked array}."""
+    out = {}
+    for name in layout:
+        if name.startswith("link_sum_"):
+            l = int(name[len("link_sum_"):])
+            out[name] = np.array([r["link_sums"][l] for r in records], dtype=float)
+        elif name == "sweep":
+            out[name] = np.array([r["sweep"] for r in records], dtype=np.int64)
+        else:
+            out[name] = np.array([r[name] for r in records], dtype=float)
+    return out
+
+
+class BlockFile:
+    """An HDF5 file that every rank of `lattice` writes its own hyperslab into.
+
+    write_path "mpio": the file is open on every rank (driver='mpio'); metadata calls are
+    collective and each rank writes its block. "rank0-blocks": only rank 0 opens the file; it
+    writes its block, then receives and writes the block of rank 1, 2, ... one at a time, so
+    rank 0 never holds more than one rank's block. Every method is collective over the lattice.
+    """
+
+    def __init__(self, path, mode, lattice, write_path):
+        self.path, self.lattice, self.comm, self.write_path = path, lattice, lattice.comm, write_path
+        self.is_root = self.comm.rank == 0
+        # where every rank's block sits (rank 0 needs it to place the blocks it receives)
+        self.blocks = self.comm.allgather((tuple(lattice.local_offset), tuple(lattice.local_shape)))
+        self.file = None
+        if write_path == "mpio":
+            self.file = _collective(self.comm, lambda: _h5open(path, mode, driver="mpio", comm=self.comm), all_ranks=True)
+        elif self.is_root:
+            self.file = _collective(self.comm, lambda: _h5open(path, mode))
+        else:
+            _collective(self.comm, None)
+
+    @property
+    def owns_file(self):
+        return self.file is not None
+
+    def create(self, name, shape, chunks=None, maxshape=None, dtype="f8", compression=None):
+        if self.owns_file:
+            if chunks is not None and 0 in chunks:   # e.g. g without extra links: (..., 0)
+                chunks, maxshape, compression = None, None, None
+            if 0 in shape and maxshape is None:
+                compression = None
+            self.file.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, maxshape=maxshape,
+                                     compression=compression if self.write_path != "mpio" else None)
+
+    def write_blocks(self, name, lead, local):
+        """dataset[lead..., block slices, trailing...] = local on every rank, where `lead` is a tuple
+        of slices for leading axes and local has shape lead_shape + local_shape + trailing."""
+        local = np.ascontiguousarray(local, dtype=float)
+        nlead = len(lead)
+        if self.write_path == "mpio":
+            ds = self.file[name]
+            with ds.collective:
+                ds[tuple(lead) + self.lattice.local_slices] = local
+            return
+        if not self.is_root:
+            self.comm.Send(local, dest=0, tag=_TAG)
+            return
+        ds = self.file[name]
+        lead_shape, trailing = local.shape[:nlead], local.shape[nlead + self.lattice.ndim:]
+        for r, (offset, shape) in enumerate(self.blocks):
+            if r == 0:
+                block = local
+            else:
+                block = np.empty(lead_shape + shape + trailing)
+                self.comm.Recv(block, source=r, tag=_TAG)
+            ds[tuple(lead) + tuple(slice(o, o + n) for o, n in zip(offset, shape))] = block
+
+    def set_attrs(self, group="/", **attrs):
+        if self.owns_file:
+            g = self.file[group]
+            for k, v in attrs.items():
+                g.attrs[k] = _encode(v)
+
+    def flush(self):
+        if self.owns_file:
+            self.file.flush()
+
+    def close(self):
+        if self.owns_file:
+            self.file.close()
+            self.file = None
+
+
+def _collective(comm, action, all_ranks=False):
+    """Run `action` on rank 0 (or every rank) and raise the same EnsembleFileError everywhere if it fails."""
+    result, error = None, None
+    if action is not None:
+        try:
+            result = action()
+        except EnsembleFileError as e:
+            error = str(e)
+    errors = comm.allgather(error)
+    first = next((e for e in errors if e), None)
+    if first:
+        if result is not None:
+            with contextlib.suppress(Exception):
+                result.close()
+        raise EnsembleFileError(first)
+    return result
+
+
+def _config_chunks(lattice, batch):
+    """One chunk = up to `batch` records of one rank's block (rank writes never share a chunk)."""
+    per_record = int(np.prod(lattice.local_shape))
+    n = max(1, min(batch, (1 << 17) // max(per_record, 1)))
+    return (n,) + tuple(lattice.local_shape)
+
+
+class EnsembleWriter:
+    """Appends batches of records to an ensemble file (collective over the lattice's ranks)."""
+
+    def __init__(self, bf: BlockFile, layout: dict, store_configs: bool, n_records: int):
+        self.bf, self.layout, self.store_configs, self.n_records = bf, layout, store_configs, n_records
+
+    @property
+    def write_path(self):
+        return self.bf.write_path
+
+    @classmethod
+    def create(cls, path, lattice, attrs: dict, layout: dict, couplings: dict, store_configs=True,
+               batch=16, write_path=None, couplings_attrs=None):
+        """A new file (replacing any old one): schema, attributes and /couplings from each rank's block."""
+        write_path = write_path or choose_write_path(lattice.comm)
+        bf = BlockFile(path, "w", lattice, write_path)
+        shape = tuple(lattice.shape)
+        if store_configs:
+            bf.create("configs", (0,) + shape, chunks=_config_chunks(lattice, batch), maxshape=(None,) + shape)
+        for name, trailing in layout.items():
+            dtype = "i8" if name == "sweep" else "f8"
+            bf.create(f"observables/{name}", (0,) + trailing, chunks=(1024,) + trailing,
+                      maxshape=(None,) + trailing, dtype=dtype)
+        for fam, local in couplings.items():
+            local = np.asarray(local, dtype=float)
+            trailing = local.shape[lattice.ndim:]
+            bf.create(f"couplings/{fam}", shape + trailing, chunks=tuple(lattice.local_shape) + trailing,
+                      compression="gzip")
+            bf.write_blocks(f"couplings/{fam}", (), local)
+        if couplings:
+            bf.set_attrs(group="couplings", **(couplings_attrs or {}))
+        bf.set_attrs(format=FORMAT, format_version=FORMAT_VERSION, n_records=0, complete=False,
+                     write_path=write_path, store_configs=bool(store_configs), **attrs)
+        bf.flush()
+        return cls(bf, layout, store_configs, 0)
+
+    @classmethod
+    def reopen(cls, path, lattice, n_records: int, layout: dict, store_configs: bool, write_path=None):
+        """Open an existing file for appending after record n_records (rows beyond it are dropped:
+        they came from a chain segment that resumes from an earlier checkpoint)."""
+        write_path = write_path or choose_write_path(lattice.comm)
+        bf = BlockFile(path, "r+", lattice, write_path)
+        error = None
+        if bf.owns_file:
+            try:
+                f = bf.file
+                if f.attrs.get("format") != FORMAT:
+                    raise EnsembleFileError(f"{path}: not a qftml ensemble file")
+                have = int(f.attrs["n_records"])
+                if have < n_records:
+                    raise EnsembleFileError(f"{path}: holds {have} records but the checkpoint counts "
+                                            f"{n_records}; the file does not belong to this checkpoint")
+                names = set(f["observables"].keys())
+                if names != set(layout):
+                    raise EnsembleFileError(f"{path}: observables {sorted(names)} differ from this run's {sorted(layout)}")
+                if store_configs != ("configs" in f):
+                    raise EnsembleFileError(f"{path}: output.configs differs from the run that made the file")
+            except (KeyError, OSError, RuntimeError) as e:
+                error = f"{path}: damaged ensemble file (truncated or corrupt?): {e}"
+            except EnsembleFileError as e:
+                error = str(e)
+        error = next((e for e in bf.comm.allgather(error) if e), None)
+        if error:
+            bf.close()
+            raise EnsembleFileError(error)
+        w = cls(bf, layout, store_configs, n_records)
+        w._resize(n_records)
+        bf.set_attrs(n_records=n_records, complete=False)
+        bf.flush()
+        return w
+
+    def _resize(self, n):
+        if not self.bf.owns_file:
+            return
+        f = self.bf.file
+        if self.store_configs:
+            f["configs"].resize(n, axis=0)
+        for name in self.layout:
+            f[f"observables/{name}"].resize(n, axis=0)
+
+    def append(self, local_configs, observables: dict):
+        """Write one batch: k configurations (this rank's blocks, shape (k, *local_shape), or None
+        if configs are not stored) and {name: (k, ...)} observables (identical on every rank)."""
+        k = len(observables["sweep"])
+        if k == 0:
+            return
+        n0, n1 = self.n_records, self.n_records + k
+        self._resize(n1)
+        if self.store_configs:
+            self.bf.write_blocks("configs", (slice(n0, n1),), local_configs)
+        if self.bf.owns_file:
+            for name, values in observables.items():
+                ds = self.bf.file[f"observables/{name}"]
+                if self.write_path == "mpio":
+                    with ds.collective:
+                        ds[n0:n1] = values
+                else:
+                    ds[n0:n1] = values
+        self.bf.flush()                      # the data are on disk ...
+        self.bf.set_attrs(n_records=n1)      # ... before they are counted
+        self.bf.flush()
+        self.n_records = n1
+
+    def set_attrs(self, **attrs):
+        self.bf.set_attrs(**attrs)
+        self.bf.flush()
+
+    def close(self):
+        self.bf.close()
+
+
+def fsync_path(path):
+    """fsync a file (or directory) by name."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

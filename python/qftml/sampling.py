@@ -1,0 +1,400 @@
+"""The `qftml sample` run: validate, thermalise, sweep, measure, write batches, checkpoint, resume.
+
+Exports:
+    SCHEMA                      config schema: [lattice] [action] [sampler] [output] (OUTPUT extended
+                                by configs, overwrite, batch)
+    EXIT_OK, EXIT_CONFIG, EXIT_PREEMPTED   0, 2, 3 ("checkpointed after SIGTERM/SIGUSR1: resume me")
+    load_sample_config(path, overrides, comm) -> dict   validated config (ConfigError -> exit 2)
+    build_action(cfg, lattice) -> Action                 homogeneous, or from [action] couplings
+    physics_description(cfg, action) -> dict             what must agree for --resume
+    run_sample(cfg, resume=False, quiet=False, comm=None) -> exit code   (collective)
+    StopFlag                     SIGTERM/SIGUSR1 -> finish the sweep, checkpoint, exit 3
+
+The chain is fixed by the config alone: sweeps 1..T thermalise (Metropolis step tuned after every
+sweep), then record j = 0..N-1 (N = sweeps / every) is measured after sweep T + (j+1) every.
+Batches, checkpoints and interruptions never change it, and the counter-based RNG makes it
+independent of the rank count, so (field, sweep_index, step) restarts it bit for bit.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+
+import numpy as np
+
+import qftml
+from qftml.checkpoint import (checkpoint_path, physics_differences, physics_hash, read_checkpoint,
+                              write_checkpoint)
+from qftml.config import ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, load_config
+from qftml.ensemble_io import (EnsembleFileError, EnsembleWriter, choose_write_path, observable_layout,
+                               read_attrs, stack_observables)
+
+EXIT_OK, EXIT_CONFIG, EXIT_PREEMPTED = 0, 2, 3
+
+SAMPLE_OUTPUT = dict(OUTPUT)
+SAMPLE_OUTPUT.update({
+    "configs": Spec("bool", True, help="store configurations in /configs (false: observables only)"),
+    "overwrite": Spec("bool", False, help="replace an existing output file when not resuming"),
+    "batch": Spec("int", 0, min=0, help="records buffered per write (0: automatic, <= 16 MB per rank)"),
+})
+SCHEMA = {"lattice": LATTICE, "action": ACTION, "sampler": SAMPLER, "output": SAMPLE_OUTPUT}
+
+
+def now_utc() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def log(comm, msg):
+    """One timestamped line on rank 0 (stderr)."""
+    if comm.rank == 0:
+        print(f"{now_utc()} qftml sample: {msg}", file=sys.stderr, flush=True)
+
+
+def load_sample_config(path, overrides=(), comm=None) -> dict:
+    cfg = load_config(path, SCHEMA, overrides, comm)
+    s = cfg["sampler"]
+    if s["sweeps"] % s["every"]:
+        raise ConfigError(f"sampler.sweeps = {s['sweeps']} must be a multiple of sampler.every = {s['every']}")
+    if not cfg["output"]["path"]:
+        raise ConfigError("output.path is empty (give the HDF5 file to write)")
+    return cfg
+
+
+def build_action(cfg, lattice):
+    """The action of [action]: homogeneous couplings, or the file named by `couplings`."""
+    a = cfg["action"]
+    if a["couplings"]:
+        from qftml.couplings_io import action_from_couplings
+
+        if not os.path.exists(a["couplings"]):
+            raise ConfigError(f"action.couplings = {a['couplings']!r}: no such file")
+        try:
+            return action_from_couplings(a["couplings"], lattice, field=a["field"])
+        except EnsembleFileError as e:
+            raise ConfigError(f"action.couplings: {e}") from None
+    return qftml.Action.homogeneous(lattice, kappa=a["kappa"], mu2=a["mu2"], lam=a["lam"], h=a["h"],
+                                    field=a["field"], extra=a["extra"] or None, g=a["g"])
+
+
+def physics_description(cfg, couplings_sha256=None) -> dict:
+    """Everything that fixes the chain (a resume must agree on all of it); not sweeps or output path."""
+    a, s = cfg["action"], cfg["sampler"]
+    action = {"field": a["field"]}
+    if a["couplings"]:
+        action["couplings_sha256"] = couplings_sha256
+    else:
+        action.update({k: a[k] for k in ("kappa", "mu2", "lam", "h", "extra", "g")})
+    return {
+        "lattice": {"shape": list(cfg["lattice"]["shape"])},
+        "action": action,
+        "sampler": {k: s[k] for k in ("algorithm", "hits", "seed", "step", "start", "thermalize", "every")},
+        "output": {"configs": cfg["output"]["configs"]},
+    }
+
+
+class StopFlag:
+    """SIGTERM / SIGUSR1 set a flag; `agreed()` (collective) tells every rank whether any rank got one."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self, comm):
+        self.comm, self.requested, self.signame, self._old = comm, False, None, {}
+
+    def __enter__(self):
+        for sig in self.SIGNALS:
+            self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handler(self, signum, frame):
+        self.requested = True
+        self.signame = signal.Signals(signum).name
+
+    def agreed(self) -> bool:
+        return bool(self.comm.allreduce(int(self.requested), op=_mpi_max()))
+
+
+def _mpi_max():
+    from mpi4py import MPI
+
+    return MPI.MAX
+
+
+def _on_root(comm, fn):
+    """fn() on rank 0, result broadcast; an EnsembleFileError there is raised on every rank."""
+    result = None
+    if comm.rank == 0:
+        try:
+            result = ("ok", fn())
+        except EnsembleFileError as e:
+            result = ("error", str(e))
+    status, payload = comm.bcast(result, root=0)
+    if status == "error":
+        raise EnsembleFileError(payload)
+    return payload
+
+
+def _check_output(cfg, resume, comm):
+    """Rank 0 checks the output and checkpoint paths before anything is written; all ranks agree."""
+    path = cfg["output"]["path"]
+    error = None
+    if comm.rank == 0:
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            error = f"output.path = {path!r}: directory {directory} does not exist"
+        elif not os.access(directory, os.W_OK):
+            error = f"output.path = {path!r}: directory {directory} is not writable"
+        elif resume and not os.path.exists(path):
+            error = f"--resume: output file {path} does not exist (run without --resume to start)"
+        elif not resume and os.path.exists(path) and not cfg["output"]["overwrite"]:
+            error = (f"output file {path} exists: use --resume to continue its chain, "
+                     f"or --set output.overwrite=true to replace it")
+    error = comm.bcast(error, root=0)
+    if error:
+        raise ConfigError(error)
+
+
+def _auto_batch(cfg, lattice, n_records):
+    b = cfg["output"]["batch"]
+    if b == 0:
+        per_record = 8 * lattice.local_volume if cfg["output"]["configs"] else 0
+        b = 256 if per_record == 0 else max(1, min(64, (16 << 20) // per_record))
+    return max(1, min(b, max(n_records, 1)))
+
+
+class _Progress:
+    """tqdm bar on rank 0 (sweeps/s, acceptance, ETA) unless quiet; quiet runs log at checkpoints."""
+
+    def __init__(self, comm, total, initial, quiet):
+        self.comm, self.quiet, self.total = comm, quiet, total
+        self.bar = None
+        self.t0, self.s0 = time.time(), initial
+        if comm.rank == 0 and not quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="sweep", file=sys.stderr, dynamic_ncols=True,
+                            desc="sample", mininterval=0.5)
+
+    def update(self, s, **postfix):
+        if self.bar is not None:
+            self.bar.update(s - self.bar.n)
+            self.bar.set_postfix(postfix, refresh=False)
+
+    def log_line(self, s, **info):
+        if self.quiet:
+            rate = (s - self.s0) / max(time.time() - self.t0, 1e-9)
+            extra = ", ".join(f"{k} {v}" for k, v in info.items())
+            log(self.comm, f"sweep {s}/{self.total}, {rate:.1f} sweeps/s" + (f", {extra}" if extra else ""))
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_sample(cfg, resume=False, quiet=False, comm=None) -> int:
+    """The whole `qftml sample` run (collective). Returns EXIT_OK or EXIT_PREEMPTED; configuration
+    problems raise ConfigError/EnsembleFileError before anything is written."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD if comm is None else comm
+    lattice = qftml.Lattice(cfg["lattice"]["shape"], comm=comm, grid=cfg["lattice"]["grid"] or None)
+    action = build_action(cfg, lattice)
+    digest = None
+    if cfg["action"]["couplings"]:
+        from qftml.couplings_io import couplings_digest
+
+        digest = _on_root(comm, lambda: couplings_digest(cfg["action"]["couplings"]))
+    physics = physics_description(cfg, digest)
+    _check_output(cfg, resume, comm)
+    out_path = cfg["output"]["path"]
+    ckpt_path = checkpoint_path(out_path)
+    s_cfg = cfg["sampler"]
+    N = s_cfg["sweeps"] // s_cfg["every"]
+
+    # --- restore or start the chain (all checks before anything is written) ---
+    state = block = old_attrs = None
+    if resume:
+        block, state = read_checkpoint(ckpt_path, lattice)
+        diffs = physics_differences(state["physics"], physics)
+        if diffs:
+            raise ConfigError("cannot resume: the configuration's physics differs from the checkpoint's:\n  "
+                              + "\n  ".join(diffs))
+        if state["n_records"] > N:
+            raise ConfigError(f"cannot resume: the checkpoint holds {state['n_records']} records but "
+                              f"sampler.sweeps = {s_cfg['sweeps']} asks for only {N}")
+        old_attrs = _on_root(comm, lambda: read_attrs(out_path))
+        if old_attrs.get("physics_hash") != state["physics_hash"]:
+            raise ConfigError(f"cannot resume: {out_path} was written by a different chain than checkpoint {ckpt_path}")
+    try:
+        return _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, state, block, old_attrs)
+    except (ConfigError, EnsembleFileError):
+        raise  # raised on every rank alike
+    except Exception:
+        # A failure on one rank mid-run would leave the others blocked in a collective call.
+        if comm.size > 1:
+            traceback.print_exc()
+            sys.stderr.flush()
+            comm.Abort(1)
+        raise
+
+
+def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, state, block, old_attrs):
+    out_path = cfg["output"]["path"]
+    ckpt_path = checkpoint_path(out_path)
+    s_cfg = cfg["sampler"]
+    T, every = s_cfg["thermalize"], s_cfg["every"]
+    N = s_cfg["sweeps"] // every
+    layout = observable_layout(lattice, action)
+    store = cfg["output"]["configs"]
+    batch = _auto_batch(cfg, lattice, N)
+    write_path = choose_write_path(comm)
+    sampler = qftml.Sampler(action, seed=s_cfg["seed"], algorithm=s_cfg["algorithm"], hits=s_cfg["hits"],
+                            step=s_cfg["step"], start="keep" if resume else s_cfg["start"])
+    if resume:
+        sampler.field.local = block
+        sampler.field.exchange_halos()
+        sampler.sweep_index = int(state["sweep_index"])
+        sampler.step = float(state["step"])
+        writer = EnsembleWriter.reopen(out_path, lattice, int(state["n_records"]), layout, store, write_path)
+        runs = list(old_attrs.get("runs", []))
+        start_time = old_attrs.get("start_time", now_utc())
+        acc_sum, acc_sweeps = float(state.get("acc_sum", 0.0)), int(state.get("acc_sweeps", 0))
+    else:
+        if comm.rank == 0:
+            for stale in (ckpt_path, ckpt_path + ".tmp"):
+                if os.path.exists(stale):
+                    os.remove(stale)
+        start_time = now_utc()
+        runs = []
+        attrs = {
+            "action": dict(cfg["action"], offsets=[list(o) for o in action.offsets], couplings_sha256=digest or ""),
+            "lattice": {"shape": list(lattice.shape)}, "shape": np.array(lattice.shape, dtype=np.int64),
+            "field": action.field_type, "volume": int(lattice.volume),
+            "sampler": cfg["sampler"], "seed": s_cfg["seed"], "config": cfg, "physics": physics,
+            "physics_hash": physics_hash(physics), "package_version": qftml.__version__,
+            "start_time": start_time, "end_time": "",
+        }
+        from qftml.couplings_io import couplings_attrs
+
+        writer = EnsembleWriter.create(out_path, lattice, attrs, layout, action.couplings(), store_configs=store,
+                                       batch=batch, write_path=write_path, couplings_attrs=couplings_attrs(action))
+        acc_sum, acc_sweeps = 0.0, 0
+    runs.append({"start": now_utc(), "end": "", "n_ranks": comm.size, "process_grid": list(lattice.grid),
+                 "write_path": write_path, "first_sweep": sampler.sweep_index, "first_record": writer.n_records,
+                 "exit": "running"})
+    writer.set_attrs(process_grid=np.array(lattice.grid, dtype=np.int64), n_ranks=comm.size,
+                     write_path=write_path, runs=runs, sampler=cfg["sampler"], config=cfg)
+    log(comm, f"{'resuming' if resume else 'starting'} {out_path}: lattice {list(lattice.shape)} on "
+              f"{comm.size} rank(s), grid {list(lattice.grid)}, {action.field_type} field, "
+              f"{s_cfg['algorithm']}, sweep {sampler.sweep_index}, record {writer.n_records}/{N}, "
+              f"write path {write_path}")
+
+    with StopFlag(comm) as stop:
+        code = _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, write_path, T, N,
+                      batch, stop, quiet, acc_sum, acc_sweeps, resume)
+    runs[-1].update(end=now_utc(), last_sweep=sampler.sweep_index, last_record=writer.n_records,
+                    exit="complete" if code == EXIT_OK else "preempted")
+    final = {"runs": runs}
+    if code == EXIT_OK:
+        final.update(complete=True, end_time=now_utc())
+    writer.set_attrs(**final)
+    writer.close()
+    if code == EXIT_PREEMPTED:
+        log(comm, f"stopped by {stop.signame or 'a signal'} at sweep {sampler.sweep_index}, "
+                  f"{writer.n_records}/{N} records; checkpoint {ckpt_path} written: continue with --resume "
+                  f"(exit code {EXIT_PREEMPTED})")
+    else:
+        log(comm, f"done: {writer.n_records} records in {out_path}, checkpoint {ckpt_path}")
+    return code
+
+
+def _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, write_path, T, N, batch, stop,
+           quiet, acc_sum, acc_sweeps, resume):
+    every, K = cfg["sampler"]["every"], cfg["sampler"]["checkpoint_every"]
+    store = cfg["output"]["configs"]
+    total = T + N * every
+    s = sampler.sweep_index
+    n_rec = writer.n_records
+    if s >= T and n_rec != (s - T) // every:
+        raise RuntimeError(f"checkpoint inconsistent: sweep {s} but {n_rec} records")
+    # Stop-flag checks (one tiny allreduce) about every 2^20 local site updates: negligible cost,
+    # and a signal is answered within a fraction of a second on any lattice.
+    therm_chunk = max(1, min(100, (1 << 20) // max(lattice.local_volume, 1)))
+    check_records = max(1, min(batch, math.ceil((1 << 20) / (lattice.local_volume * every))))
+    progress = _Progress(comm, total, s, quiet)
+    last_ckpt = s
+
+    def checkpoint():
+        nonlocal last_ckpt
+        write_checkpoint(ckpt_path, sampler.field, {
+            "physics": physics, "sweep_index": sampler.sweep_index, "step": sampler.step,
+            "n_records": writer.n_records, "phase": "thermalize" if sampler.sweep_index < T else "production",
+            "acc_sum": acc_sum, "acc_sweeps": acc_sweeps, "n_ranks": comm.size,
+            "process_grid": list(lattice.grid), "time": now_utc(), "package_version": qftml.__version__,
+        }, write_path)
+        last_ckpt = sampler.sweep_index
+        progress.log_line(sampler.sweep_index, records=f"{writer.n_records}/{N}",
+                          acceptance=f"{acc_sum / acc_sweeps:.3f}" if acc_sweeps else "-")
+
+    try:
+        if not resume:
+            checkpoint()  # the chain's start: --resume works as soon as the file exists
+        tune = cfg["sampler"]["algorithm"] == "metropolis"
+        while s < T:
+            nxt = min(T, s + therm_chunk)
+            if K:
+                nxt = min(nxt, (s // K + 1) * K)
+            sampler.thermalize(nxt - s, tune=tune)
+            s = nxt
+            progress.update(s, phase="thermalize", step=f"{sampler.step:.3g}")
+            stopping = stop.agreed()
+            if (K and s % K == 0) or stopping:
+                checkpoint()
+            if stopping:
+                return EXIT_PREEMPTED
+        sampler.reset_counters()
+        shape = tuple(lattice.local_shape)
+        cfg_buf = np.empty((batch,) + shape) if store else None
+        obs_buf = []
+        since_check = 0
+        while n_rec < N:
+            sampler.sweep(every)
+            s += every
+            rec = qftml.measure(sampler.field, action)
+            rec["sweep"] = s
+            if store:
+                cfg_buf[len(obs_buf)] = sampler.field.local
+            obs_buf.append(rec)
+            n_rec += 1
+            since_check += 1
+            ckpt_due = bool(K) and s // K > last_ckpt // K
+            stopping = False
+            if since_check >= check_records or n_rec == N or ckpt_due:
+                since_check = 0
+                stopping = stop.agreed()
+            if len(obs_buf) == batch or n_rec == N or ckpt_due or stopping:
+                k = len(obs_buf)
+                writer.append(cfg_buf[:k] if store else None, stack_observables(obs_buf, writer.layout))
+                obs_buf = []
+                acc = sampler.acceptance()
+                sampler.reset_counters()
+                acc_sum += acc * k * every
+                acc_sweeps += k * every
+                progress.update(s, acc=f"{acc:.3f}", records=f"{n_rec}/{N}")
+            if ckpt_due or n_rec == N or stopping:
+                checkpoint()
+            if stopping:
+                return EXIT_PREEMPTED
+        if last_ckpt != s:
+            checkpoint()
+        return EXIT_OK
+    finally:
+        progress.close()
