@@ -1,0 +1,243 @@
+"""Learning an action by minimising F = <A - S>_p + F_S (qftml.learning), DESIGN 1.3.
+
+Oracles: for Gaussian S and A (kernels K_S, K_A on the momentum grid)
+    F(theta) = (1/2) sum_k [K_A/K_S - 1 + ln K_S] - (V/2) ln 2 pi
+    dF/dc    = (1/2) sum_k (dK_S/dc) (K_S - K_A) / K_S^2
+with dK/da = 2 and dK/dw = -2 sum_mu cos k_mu for tied couplings; F_A = -ln Z_A exactly.
+"""
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+import qftml
+from qftml import exact
+from qftml import free_energy as FE
+from qftml import learning as L
+from qftml import optimizers as O
+
+SHAPE = (8, 8)
+WS, AS = 0.4, 1.2      # model S (Gaussian)
+WA, AA = 0.5, 1.25     # target A (Gaussian)
+
+
+def exact_gradient(shape, ws, as_, wa, aa):
+    k = exact.momenta(shape)
+    ks, ka = exact.gaussian_kernel(shape, ws, as_), exact.gaussian_kernel(shape, wa, aa)
+    fac = 0.5 * (ks - ka) / ks ** 2
+    return {"a": float(np.sum(2 * fac)), "w": float(np.sum(-2 * sum(np.cos(km) for km in k) * fac))}
+
+
+def exact_bound(shape, ws, as_, wa, aa):
+    ks, ka = exact.gaussian_kernel(shape, ws, as_), exact.gaussian_kernel(shape, wa, aa)
+    return 0.5 * float(np.sum(ka / ks - 1)) - exact.gaussian_log_z(shape, ws, as_)
+
+
+def _obs_cov(d, x, name):
+    import pyerrors as pe
+    cov = pe.Obs([d * x], [name]) - pe.Obs([d], [name]) * pe.Obs([x], [name])
+    cov.gamma_method()
+    return cov
+
+
+def test_mc_gradient_matches_exact_gaussian_gradient():
+    lat = qftml.Lattice(SHAPE, comm=MPI.COMM_SELF)
+    comms = L.make_communicators(MPI.COMM_SELF, 1)
+    couplings = {"w": WS, "a": AS, "b": 0.0, "r": 0.0}
+    tied = L.Model(lat, couplings, learn=("w", "a"), tied=("w", "a"))
+    untied = L.Model(lat, couplings, learn=("w", "a"))
+    target = qftml.Action(lat, WA, AA, 0.0, 0.0)
+    est_t = L.GradientEstimator(tied, target, comms, fisher=True)
+    est_u = L.GradientEstimator(untied, target, comms, batch_bytes=64 * 8 * 3 * 17)  # several batches
+    act = tied.action()
+    sampler = qftml.Sampler(act, seed=3, algorithm="heatbath")
+    sampler.thermalize(100)
+    est_t.begin(act, shift=12.0)
+    est_u.begin(untied.action())
+    stats = []
+    for _ in range(4000):
+        sampler.sweep(1)
+        est_t.add(sampler.field)
+        est_u.add(sampler.field)
+        m = qftml.measure(sampler.field, act)
+        stats.append((-m["sum_links_nn"], m["sum_phi2"]))
+    res_t, res_u = est_t.finish(), est_u.finish()
+    stats = np.array(stats)
+    ex = exact_gradient(SHAPE, WS, AS, WA, AA)
+    d = res_t.series
+    for j, fam in enumerate(("w", "a")):
+        cov = _obs_cov(d, stats[:, j], f"grad_{fam}")
+        # the estimator computes the same covariance as the independent pyerrors expression
+        assert float(res_t.grads[fam]) == pytest.approx(cov.value, rel=1e-8, abs=1e-9)
+        assert abs(cov.value - ex[fam]) < 4 * cov.dvalue, (fam, cov.value, cov.dvalue, ex[fam])
+        # untied gradients summed over sites/links are the tied gradient (linearity)
+        assert res_u.grads[fam].sum() == pytest.approx(float(res_t.grads[fam]), rel=1e-9)
+    # Fisher block of the tied families = covariance of their sufficient statistics
+    np.testing.assert_allclose(res_t.fisher_tied, np.cov(stats.T, bias=True), rtol=1e-8)
+
+
+def test_bound_estimate_matches_exact_and_lies_above_f_a():
+    lat = qftml.Lattice(SHAPE, comm=MPI.COMM_SELF)
+    comms = L.make_communicators(MPI.COMM_SELF, 1)
+    ws, as_ = 0.2, 1.5   # farther from the target: KL(p||q) = 2.47 exactly
+    model = L.Model(lat, {"w": ws, "a": as_, "b": 0.0, "r": 0.0}, learn=("w", "a"), tied=("w", "a"))
+    target = qftml.Action(lat, WA, AA, 0.0, 0.0)
+    est = L.GradientEstimator(model, target, comms)
+    act = model.action()
+    sampler = qftml.Sampler(act, seed=8, algorithm="heatbath")
+    sampler.thermalize(50)
+    est.begin(act)
+    for _ in range(2000):
+        sampler.sweep(1)
+        est.add(sampler.field)
+    res = est.finish()
+    a_minus_s, a_minus_s_err = L.gamma_error([-res.series])
+    f_s = FE.free_energy_ti(lat, model.local_couplings(), nodes=6, samples=400, thermalize=50,
+                            algorithm="heatbath", seed=4)
+    f, df = FE.variational_bound(a_minus_s, a_minus_s_err, f_s)
+    f_exact = exact_bound(SHAPE, ws, as_, WA, AA)
+    f_a = -exact.gaussian_log_z(SHAPE, WA, AA)
+    assert f_exact > f_a + 2.0            # KL(p||q) = F - F_A is clearly positive here
+    assert abs(f - f_exact) < 4 * df, (f, df, f_exact)
+    assert f - f_a > 4 * df               # the Monte Carlo bound is above F_A, significantly
+
+
+def test_learning_a_gaussian_target_from_random_inhomogeneous_couplings():
+    # The gradient noise is proportional to the distance from the target (S - A -> const), so SGD
+    # converges to it exactly; 300 epochs shrink the initial spread (~0.1) by > 100 (measured: 1e-4).
+    lat = qftml.Lattice(SHAPE, comm=MPI.COMM_SELF)
+    comms = L.make_communicators(MPI.COMM_SELF, 1)
+    wa, aa = 0.4, 1.3
+    start = L.random_couplings(lat, 5, {"w": (0.3, 0.7), "a": (1.6, 2.0), "b": 0.0, "r": 0.0})
+    model = L.Model(lat, start, learn=("w", "a"))
+    assert np.ptp(model.params["w"]) > 0.3
+    target = qftml.Action(lat, wa, aa, 0.0, 0.0)
+    trainer = L.Trainer(model, target, O.SGD(0.2), comms, seed=1, samples=100, thermalize=50,
+                        thermalize_after_update=5, algorithm="heatbath")
+    first = trainer.run_epoch()
+    for _ in range(299):
+        last = trainer.run_epoch()
+    assert np.max(np.abs(model.params["w"] - wa)) < 0.01
+    assert np.max(np.abs(model.params["a"] - aa)) < 0.01
+    assert abs(last.a_minus_s) < 0.02 * abs(first.a_minus_s)
+
+
+def test_natural_gradient_solves_the_site_blocks():
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(5, 3, 3))
+    fisher = m @ m.transpose(0, 2, 1) + np.eye(3)
+    g = {"w": rng.normal(size=(5, 2)), "a": rng.normal(size=5)}
+    res = L.GradientResult(grads=g, mean_s_minus_a=0.0, var_s_minus_a=0.0, n=1, series=np.zeros(1),
+                           fisher_site=fisher, fisher_tied=np.zeros((0, 0)), site_families=[("w", 2), ("a", 1)])
+    nat = res.natural_grads(damping=0.0)
+    back = np.einsum("vij,vj->vi", fisher, np.concatenate([nat["w"], nat["a"][:, None]], axis=1))
+    np.testing.assert_allclose(back, np.concatenate([g["w"], g["a"][:, None]], axis=1), rtol=1e-10)
+
+
+def test_non_normalisable_update_gives_a_clear_error():
+    lat = qftml.Lattice((4, 4), comm=MPI.COMM_SELF)
+    comms = L.make_communicators(MPI.COMM_SELF, 1)
+    model = L.Model(lat, {"w": 0.4, "a": 1.0, "b": 0.0, "r": 0.0}, learn=("w", "a"))
+    target = qftml.Action(lat, 0.4, 1.0, 0.0, 0.0)
+    model.params["a"][0, 0] = 0.1   # as if a huge step had been taken
+    trainer = L.Trainer(model, target, O.SGD(0.1), comms, seed=0, samples=4)
+    with pytest.raises(ValueError, match="normalisable region.*training.lr"):
+        trainer.run_epoch()
+
+
+def test_b_floor_projection_keeps_the_model_normalisable():
+    lat = qftml.Lattice((4, 4), comm=MPI.COMM_SELF)
+    model = L.Model(lat, {"w": 1.0, "a": 1.5, "b": 0.2, "r": 0.0}, b_floor=0.01)
+    model.params["b"][:2, 0] = -0.3
+    assert model.project() == 2
+    assert model.params["b"].min() == 0.01
+    model.action()  # normalisable again
+
+
+def test_bad_replica_count_and_model_families():
+    with pytest.raises(ValueError, match="divide"):
+        L.make_communicators(MPI.COMM_SELF, 3)
+    lat = qftml.Lattice((4, 4), comm=MPI.COMM_SELF)
+    with pytest.raises(ValueError, match="absent"):
+        L.Model(lat, {"a": 1.0, "b": 0.1}, learn=("g",))
+    with pytest.raises(ValueError, match="not learned"):
+        L.Model(lat, {"a": 1.0, "b": 0.1}, learn=("a",), tied=("b",))
+
+
+# ------------------------------------------------------------------------------ MPI
+def _train(comms, grid, epochs=3, precondition="fisher", tied=()):
+    lat = qftml.Lattice((8, 8), comm=comms.domain, grid=grid)
+    start = L.random_couplings(lat, 9, {"w": (0.8, 1.2), "a": (1.3, 1.8), "b": (0.15, 0.25), "r": 0.0})
+    model = L.Model(lat, start, learn=("w", "a", "b"), tied=tied)
+    target = qftml.Action.homogeneous(lat, extra="nnn", g=0.3)
+    trainer = L.Trainer(model, target, O.make_optimizer("adam", 0.01), comms, seed=4, samples=20,
+                        thermalize=20, thermalize_after_update=2, precondition=precondition)
+    recs = [trainer.run_epoch() for _ in range(epochs)]
+    out = {k: L.gather_global(lat, v) for k, v in model.local_couplings().items()}
+    return out, recs
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("tied", [(), ("b",)])
+def test_result_does_not_depend_on_the_process_grid_inside_a_replica(tied):
+    world = MPI.COMM_WORLD
+    replicas = 2 if world.size >= 4 else 1
+    comms = L.make_communicators(world, replicas)
+    n = comms.domain.size
+    results = [_train(comms, grid, tied=tied) for grid in ([n, 1], [1, n])]
+    if world.size == 1:
+        pytest.skip("needs at least 2 ranks to compare process grids")
+    if comms.domain.rank == 0:
+        for fam in results[0][0]:
+            np.testing.assert_allclose(results[0][0][fam], results[1][0][fam], rtol=1e-9, atol=1e-12)
+    for r0, r1 in zip(results[0][1], results[1][1]):
+        assert r0.a_minus_s == pytest.approx(r1.a_minus_s, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.mpi
+def test_replica_accumulation_equals_single_rank_gradient_on_the_same_samples():
+    world = MPI.COMM_WORLD
+    comms = L.make_communicators(world, world.size if world.size <= 2 else 2)
+    lat = qftml.Lattice((8, 8), comm=comms.domain)
+    start = L.random_couplings(lat, 9, {"w": (0.8, 1.2), "a": (1.3, 1.8), "b": (0.15, 0.25), "r": 0.0})
+    model = L.Model(lat, start, learn=("w", "a", "b"), tied=("w",))
+    target = qftml.Action.homogeneous(lat)
+    trainer = L.Trainer(model, target, O.SGD(0.01), comms, seed=4, samples=2, thermalize=10)
+    comms.connect(lat)
+    est = L.GradientEstimator(model, target, comms, fisher=True)
+    act = model.action()
+    sampler = qftml.Sampler(act, seed=trainer.seed, start="hot")
+    sampler.thermalize(10)
+    est.begin(act, shift=3.0)
+    configs = []
+    for _ in range(12):
+        sampler.sweep(2)
+        est.add(sampler.field)
+        configs.append(sampler.field.gather(0))
+    pooled = est.finish()
+    # every replica's configurations, on one rank
+    mine = configs if comms.domain.rank == 0 else None
+    every = [c for part in world.allgather(mine) if part is not None for c in part]
+    assert len(every) == 12 * comms.replicas
+    full = {k: L.gather_global(lat, v) for k, v in model.local_couplings().items()}
+    full = comms.domain.bcast(full, root=0)
+    solo_lat = qftml.Lattice((8, 8), comm=MPI.COMM_SELF)
+    solo_model = L.Model(solo_lat, full, learn=("w", "a", "b"), tied=("w",))
+    solo_target = qftml.Action.homogeneous(solo_lat)
+    solo = L.GradientEstimator(solo_model, solo_target, L.make_communicators(MPI.COMM_SELF, 1), fisher=True)
+    solo.begin(solo_model.action())
+    field = qftml.Field(solo_lat)
+    for c in every:
+        field.local = c
+        field.exchange_halos()
+        solo.add(field)
+    single = solo.finish()
+    assert single.n == pooled.n
+    assert pooled.mean_s_minus_a == pytest.approx(single.mean_s_minus_a, rel=1e-10)
+    for fam in ("w", "a", "b"):
+        mine_global = pooled.grads[fam] if fam == "w" else L.gather_global(lat, pooled.grads[fam])
+        if comms.domain.rank == 0:
+            np.testing.assert_allclose(mine_global, single.grads[fam], rtol=1e-8, atol=1e-10)
+    k = pooled.fisher_site.shape[-1]
+    site = L.gather_global(lat, pooled.fisher_site.reshape(lat.local_shape + (k, k)))
+    if comms.domain.rank == 0:
+        np.testing.assert_allclose(site, single.fisher_site.reshape((8, 8, k, k)), rtol=1e-7, atol=1e-9)
