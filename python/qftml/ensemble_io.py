@@ -165,16 +165,25 @@ class BlockFile:
         # where every rank's block sits (rank 0 needs it to place the blocks it receives)
         self.blocks = self.comm.allgather((tuple(lattice.local_offset), tuple(lattice.local_shape)))
         self.file = None
+        self._datasets = {}
         if write_path == "mpio":
             self.file = _collective(self.comm, lambda: _h5open(path, mode, driver="mpio", comm=self.comm), all_ranks=True)
         elif self.is_root:
-            self.file = _collective(self.comm, lambda: _h5open(path, mode))
+            # no HDF5 file lock, so that a running ensemble can be read (rows [:n_records])
+            self.file = _collective(self.comm, lambda: _h5open(path, mode, locking=False))
         else:
             _collective(self.comm, None)
 
     @property
     def owns_file(self):
         return self.file is not None
+
+    def dataset(self, name):
+        """h5py Dataset by name, cached (looking names up costs more than writing a small batch)."""
+        ds = self._datasets.get(name)
+        if ds is None:
+            ds = self._datasets[name] = self.file[name]
+        return ds
 
     def create(self, name, shape, chunks=None, maxshape=None, dtype="f8", compression=None):
         if self.owns_file:
@@ -191,14 +200,14 @@ class BlockFile:
         local = np.ascontiguousarray(local, dtype=float)
         nlead = len(lead)
         if self.write_path == "mpio":
-            ds = self.file[name]
+            ds = self.dataset(name)
             with ds.collective:
                 ds[tuple(lead) + self.lattice.local_slices] = local
             return
         if not self.is_root:
             self.comm.Send(local, dest=0, tag=_TAG)
             return
-        ds = self.file[name]
+        ds = self.dataset(name)
         lead_shape, trailing = local.shape[:nlead], local.shape[nlead + self.lattice.ndim:]
         for r, (offset, shape) in enumerate(self.blocks):
             if r == 0:
@@ -219,6 +228,7 @@ class BlockFile:
             self.file.flush()
 
     def close(self):
+        self._datasets.clear()
         if self.owns_file:
             self.file.close()
             self.file = None
@@ -323,11 +333,10 @@ class EnsembleWriter:
     def _resize(self, n):
         if not self.bf.owns_file:
             return
-        f = self.bf.file
         if self.store_configs:
-            f["configs"].resize(n, axis=0)
+            self.bf.dataset("configs").resize(n, axis=0)
         for name in self.layout:
-            f[f"observables/{name}"].resize(n, axis=0)
+            self.bf.dataset(f"observables/{name}").resize(n, axis=0)
 
     def append(self, local_configs, observables: dict):
         """Write one batch: k configurations (this rank's blocks, shape (k, *local_shape), or None
@@ -341,7 +350,7 @@ class EnsembleWriter:
             self.bf.write_blocks("configs", (slice(n0, n1),), local_configs)
         if self.bf.owns_file:
             for name, values in observables.items():
-                ds = self.bf.file[f"observables/{name}"]
+                ds = self.bf.dataset(f"observables/{name}")
                 if self.write_path == "mpio":
                     with ds.collective:
                         ds[n0:n1] = values
