@@ -228,10 +228,11 @@ class InverseRG:
         g, b = self.ghost_width, self.b
         m = [n - 2 * g for n in P.shape[1:]]
         grad = np.zeros((self.size,) * self.ndim)
-        for u, j, s in self.taps:
-            dst = (slice(None),) + tuple(slice(ji, None, b) for ji in j)
-            src = (slice(None),) + tuple(slice(g - si, g - si + mi) for si, mi in zip(s, m))
-            grad[u] = np.vdot(G[dst], P[src])
+        for j, taps in self._by_subposition.items():
+            Gj = np.ascontiguousarray(G[(slice(None),) + tuple(slice(ji, None, b) for ji in j)]).ravel()
+            for u, s in taps:
+                src = (slice(None),) + tuple(slice(g - si, g - si + mi) for si, mi in zip(s, m))
+                grad[u] = np.dot(Gj, np.ascontiguousarray(P[src]).ravel())
         return grad
 
     def apply_padded(self, P: np.ndarray, hidden: bool = False):
@@ -286,26 +287,29 @@ class InverseRG:
         return loss, tot[:grad_f.size].reshape(self.f.shape), tot[grad_f.size:]
 
     def _solve_normal_equations(self, P, target, comm):
-        """Exact MSE minimum of the linear model: taps feeding the same sub-position form one system."""
+        """Exact MSE minimum of the linear model: the taps feeding one sub-position j form one
+        least-squares system A_j f_j = c_j (A_j = X_j X_j^T, X_j the inputs of those taps)."""
         g, b = self.ghost_width, self.b
         m = [n - 2 * g for n in P.shape[1:]]
-        n_taps = len(self.taps)
-        A = np.zeros((n_taps, n_taps))
-        c = np.zeros(n_taps)
-        srcs = [(slice(None),) + tuple(slice(g - si, g - si + mi) for si, mi in zip(s, m)) for _, _, s in self.taps]
-        for i, (u, j, s) in enumerate(self.taps):
-            dst = (slice(None),) + tuple(slice(ji, None, b) for ji in j)
-            c[i] = np.vdot(target[dst], P[srcs[i]])
-            for k in range(i, n_taps):
-                if self.taps[k][1] == j:
-                    A[i, k] = A[k, i] = np.vdot(P[srcs[i]], P[srcs[k]])
-        vec = np.concatenate([A.ravel(), c])
+        blocks = []
+        for j, taps in self._by_subposition.items():
+            X = np.stack([np.ascontiguousarray(P[(slice(None),) + tuple(slice(g - si, g - si + mi)
+                                                                         for si, mi in zip(s, m))]).ravel()
+                          for _, s in taps])
+            y = np.ascontiguousarray(target[(slice(None),) + tuple(slice(ji, None, b) for ji in j)]).ravel()
+            blocks.append((taps, X @ X.T, X @ y))
+        vec = np.concatenate([np.concatenate([A.ravel(), c]) for _, A, c in blocks])
         tot = np.empty_like(vec)
         comm.Allreduce(vec, tot, op=MPI.SUM)
-        A, c = tot[:A.size].reshape(A.shape), tot[A.size:]
-        sol = np.linalg.lstsq(A, c, rcond=None)[0]
-        for i, (u, _, _) in enumerate(self.taps):
-            self.f[0][u] = sol[i]
+        pos = 0
+        for taps, A, c in blocks:
+            k = len(taps)
+            A = tot[pos:pos + k * k].reshape(k, k)
+            c = tot[pos + k * k:pos + k * k + k]
+            pos += k * k + k
+            sol = np.linalg.lstsq(A, c, rcond=None)[0]
+            for (u, _), fu in zip(taps, sol):
+                self.f[0][u] = fu
 
     def train(self, lattice, local_configs: np.ndarray, field: str = "real", epochs: int = 2000,
               lr: float = 0.01, obs_weight: float = 0.0, seed: int = 0, progress=None) -> dict:

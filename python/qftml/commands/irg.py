@@ -79,6 +79,8 @@ def _attrs(lattice, act, sampler, seed, extra):
 def _sample_direct(shape, grid, comm, act, smp, path, log, quiet):
     """A Markov-chain ensemble at `shape`, written to `path`; returns (lattice, local configs, observables)."""
     import qftml
+    from mpi4py import MPI
+
     from qftml.ensemble_io import EnsembleWriter, observable_layout, stack_observables
 
     lat = qftml.Lattice(shape, comm=comm, grid=grid or None)
@@ -93,7 +95,7 @@ def _sample_direct(shape, grid, comm, act, smp, path, log, quiet):
                                    store_configs=True)
     n = smp["sweeps"] // smp["every"]
     configs, records, batch_c, batch_r = [], [], [], []
-    bar = _bar(n, f"sample L={shape[0]}", quiet or comm.rank != 0)
+    bar = _bar(n, f"sample L={shape[0]}", quiet)
     for i in range(n):
         s.sweep(smp["every"])
         rec = s.measure()
@@ -111,14 +113,13 @@ def _sample_direct(shape, grid, comm, act, smp, path, log, quiet):
     writer.set_attrs(complete=True, end_time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                      acceptance=s.acceptance(), seconds=time.time() - t0)
     writer.close()
-    log(f"  direct L={shape[0]}: {n} configs, {smp['sweeps']} sweeps, acceptance {s.acceptance():.3f}, "
+    log(f"  direct L={shape[0]} (rank {MPI.COMM_WORLD.rank}): {n} configs, {smp['sweeps']} sweeps, acceptance {s.acceptance():.3f}, "
         f"{time.time() - t0:.1f} s -> {path}")
     return lat, np.array(configs), stack_observables(records, layout)
 
 
 def _read_direct(path, grid, comm):
-    import h5py
-
+    """(lattice on the grid, this rank's blocks of /configs, observables, attributes) of an ensemble file."""
     import qftml
     from qftml.ensemble_io import open_ensemble, read_attrs, read_observables
 
@@ -130,7 +131,6 @@ def _read_direct(path, grid, comm):
         if "configs" not in f:
             raise ValueError(f"{path}: has no /configs; the inverse RG needs configurations")
         local = np.asarray(f["configs"][(slice(0, n),) + lat.local_slices])
-    del h5py
     return lat, local, read_observables(path), attrs
 
 
@@ -165,7 +165,7 @@ def run(args) -> int:
     rank0 = comm.rank == 0
 
     def log(msg):
-        if rank0 and not quiet:
+        if rank0:                 # --quiet silences the progress bars, not the report
             print(msg, flush=True)
 
     shape = tuple(lat_cfg["shape"])
@@ -197,14 +197,22 @@ def run(args) -> int:
     log(f"irg: L = {L}, b = {b}, {levels} levels -> {L * b ** levels}, {comm.size} rank(s)")
     small_shape = tuple(n // b for n in shape)
     t = time.time()
-    if irg["small_ensemble"]:
-        lat_s, cfg_s, obs_s, _ = _read_direct(irg["small_ensemble"], grid, comm)
-    else:
-        lat_s, cfg_s, obs_s = _sample_direct(small_shape, grid, comm, act, smp, f"{stem}_direct_L{L // b}.h5", log, quiet)
-    if irg["ensemble"]:
-        lat_l, cfg_l, obs_l, _ = _read_direct(irg["ensemble"], grid, comm)
-    else:
-        lat_l, cfg_l, obs_l = _sample_direct(shape, grid, comm, act, smp, f"{stem}_direct_L{L}.h5", log, quiet)
+    path_s = irg["small_ensemble"] or f"{stem}_direct_L{L // b}.h5"
+    path_l = irg["ensemble"] or f"{stem}_direct_L{L}.h5"
+    # tiny lattices: each chain runs on one rank (COMM_SELF), the two chains side by side
+    jobs = [(small_shape, path_s)] * (not irg["small_ensemble"]) + [(shape, path_l)] * (not irg["ensemble"])
+    error = None
+    for i, (shp, path) in enumerate(jobs):
+        if i % comm.size == comm.rank:
+            try:
+                _sample_direct(shp, [], MPI.COMM_SELF, act, smp, path, lambda msg: print(msg, flush=True), quiet)
+            except (ValueError, OSError) as e:
+                error = f"sampling L={shp[0]} failed: {e}"
+    errors = [e for e in comm.allgather(error) if e]
+    if errors:
+        raise ValueError(errors[0])
+    lat_s, cfg_s, obs_s, _ = _read_direct(path_s, grid, comm)
+    lat_l, cfg_l, obs_l, _ = _read_direct(path_l, grid, comm)
     timings["direct_sampling_s"] = time.time() - t
     if lat_s.shape != small_shape or lat_l.shape != shape:
         raise ConfigError(f"irg: ensembles have shapes {lat_s.shape}, {lat_l.shape}; expected {small_shape}, {shape}")

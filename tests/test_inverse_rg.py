@@ -1,0 +1,203 @@
+"""The inverse RG (qftml.inverse_rg): exact right inverse, decomposition-independent upscaling,
+a trained filter against the exact Gaussian propagator, gradients, errors, HDF5 round trip."""
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+import qftml
+from qftml.exact import gaussian_kernel
+from qftml.inverse_rg import InverseRG, halo_pad, local_observables
+from qftml.rg import block_ensemble, block_local
+
+
+def _self_lattice(shape):
+    return qftml.Lattice(shape, comm=MPI.COMM_SELF)
+
+
+def test_upscaling_then_blocking_returns_the_input_for_the_exact_right_inverse():
+    rng = np.random.default_rng(0)
+    zeta = 1.0905
+    for b in (2, 4):
+        coarse = rng.normal(size=(3, 8, 8))
+        model = InverseRG.exact_right_inverse(b=b, scale=zeta)
+        fine_lat, fine = model.upscale(_self_lattice((8, 8)), coarse)
+        assert fine_lat.shape == (8 * b, 8 * b) and fine.shape == (3, 8 * b, 8 * b)
+        back = block_ensemble(fine_lat, fine, b, scale=zeta)
+        np.testing.assert_allclose(back, coarse, rtol=1e-14, atol=1e-14)
+
+
+def test_noise_is_invisible_to_the_blocking_and_the_zero_mode_gain_is_exact():
+    rng = np.random.default_rng(1)
+    model = InverseRG(b=2, size=6, noise=True)
+    model.f[0] = rng.normal(size=(6, 6))
+    model.sigma = 0.7
+    lat = _self_lattice((8, 8))
+    coarse = rng.normal(size=(2, 8, 8))
+    fl, noisy = model.upscale(lat, coarse, seed=4)
+    model.noise = False
+    _, clean = model.upscale(lat, coarse, seed=4)
+    assert np.std(noisy - clean) > 0.5                          # the noise is there ...
+    np.testing.assert_allclose(block_local(noisy[0], 2), block_local(clean[0], 2), atol=1e-12)  # ... but not in R_b
+    for c, f in zip(coarse, noisy):
+        assert np.isclose(f.mean(), model.gain() * c.mean(), rtol=1e-12, atol=1e-13)
+
+
+def test_halo_pad_is_periodic_padding():
+    x = np.arange(2 * 4 * 6, dtype=float).reshape(2, 4, 6)
+    got = halo_pad(_self_lattice((4, 6)), x, 2)
+    assert np.array_equal(got, np.pad(x, ((0, 0), (2, 2), (2, 2)), mode="wrap"))
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(ValueError, match="ghost layer"):
+        InverseRG(b=2, size=14).upscale(_self_lattice((2, 2)), np.zeros((1, 2, 2)))
+    with pytest.raises(ValueError, match="smaller than the stride"):
+        InverseRG(b=4, size=2)
+    with pytest.raises(ValueError, match="tanh"):
+        InverseRG(filters=3)
+    with pytest.raises(ValueError, match="not divisible by b"):
+        InverseRG(b=4, size=4).train(_self_lattice((6, 6)), np.zeros((1, 6, 6)))
+
+
+def test_weights_round_trip_through_hdf5(tmp_path):
+    model = InverseRG(b=2, size=4, filters=3, activation="tanh", noise=True, scale=1.2, init_seed=3)
+    model.sigma = 0.25
+    model.history = [1.0, 0.5]
+    model.save(tmp_path / "w.h5")
+    back = InverseRG.load(tmp_path / "w.h5")
+    assert np.array_equal(back.f, model.f) and np.array_equal(back.v, model.v)
+    assert (back.b, back.size, back.filters, back.activation, back.scale, back.sigma) == (2, 4, 3, "tanh", 1.2, 0.25)
+    x = np.random.default_rng(0).normal(size=(1, 4, 4))
+    lat = _self_lattice((4, 4))
+    assert np.array_equal(model.upscale(lat, x, seed=1)[1], back.upscale(lat, x, seed=1)[1])
+
+
+def test_gradients_match_finite_differences():
+    rng = np.random.default_rng(2)
+    model = InverseRG(b=2, size=4, filters=2, activation="tanh", init_seed=1)
+    P = rng.normal(size=(3, 6, 6))      # padded coarse blocks (4x4 + 1 ghost per side)
+    target = rng.normal(size=(3, 8, 8))
+    comm = MPI.COMM_SELF
+    n_total = float(target.size)
+    loss, gf, gv = model.loss_and_gradient(P, target, comm, n_total, obs_weight=0.3)
+    eps = 1e-6
+    for idx in [(0, 0, 0), (1, 2, 3), (0, 3, 1)]:
+        old = model.f[idx]
+        model.f[idx] = old + eps
+        lp = model.loss_and_gradient(P, target, comm, n_total, 0.3)[0]
+        model.f[idx] = old - eps
+        lm = model.loss_and_gradient(P, target, comm, n_total, 0.3)[0]
+        model.f[idx] = old
+        assert np.isclose(gf[idx], (lp - lm) / (2 * eps), rtol=1e-5, atol=1e-9)
+    old = model.v[1]
+    model.v[1] = old + eps
+    lp = model.loss_and_gradient(P, target, comm, n_total, 0.3)[0]
+    model.v[1] = old - eps
+    lm = model.loss_and_gradient(P, target, comm, n_total, 0.3)[0]
+    model.v[1] = old
+    assert np.isclose(gv[1], (lp - lm) / (2 * eps), rtol=1e-5, atol=1e-9)
+
+
+def _gaussian_ensemble(L, w, a, n, seed):
+    """Independent exact draws of the Gaussian theory (FFT of white noise / sqrt K)."""
+    K = gaussian_kernel((L, L), w, a)
+    z = np.fft.fftn(np.random.default_rng(seed).normal(size=(n, L, L)), axes=(1, 2))
+    return np.fft.ifftn(z / np.sqrt(K), axes=(1, 2)).real, K
+
+
+def test_adam_reaches_the_normal_equation_minimum():
+    cfg, _ = _gaussian_ensemble(8, 1.0, 0.5 * (0.3 + 4.0), 200, 5)
+    lat = _self_lattice((8, 8))
+    exact = InverseRG(b=2, size=2, noise=False)
+    l_exact = exact.train(lat, cfg)["loss"]
+    adam = InverseRG(b=2, size=2, noise=False)
+    l_adam = adam.train(lat, cfg, obs_weight=1e-300, epochs=1500, lr=0.02)["loss"]
+    assert l_exact <= l_adam * (1 + 1e-9)
+    assert l_adam < l_exact * (1 + 1e-4)
+    np.testing.assert_allclose(adam.f, exact.f, atol=2e-3)
+
+
+def test_trained_filter_reproduces_the_gaussian_propagator_at_low_momenta():
+    """Train on exact Gaussian draws at L = 16, upscale their blocked images (8 -> 16) and compare
+    <|phi(k)|^2>/V with the exact propagator 1/K(k) at the lowest momenta (|n_mu| <= 1), within
+    4 standard errors of the independent draws. The filter of size 2 fails this at k = 2 pi/L."""
+    L, w, m2 = 16, 1.0, 0.1
+    cfg, K = _gaussian_ensemble(L, w, 0.5 * (m2 + 4 * w), 8000, 1)
+    lat = _self_lattice((L, L))
+    model = InverseRG(b=2, size=6, noise=True)
+    model.train(lat, cfg[:2000])
+    assert abs(model.gain() - 1.0) < 1e-9          # symmetric neighbourhoods: the zero mode is kept
+    _, up = model.upscale(_self_lattice((L // 2, L // 2)), block_ensemble(lat, cfg[2000:], 2), seed=3)
+    power = np.abs(np.fft.fftn(up, axes=(1, 2))) ** 2 / L ** 2
+    mean, err = power.mean(0), power.std(0) / np.sqrt(len(power))
+    low = [(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1)]
+    for k in low:
+        assert abs(mean[k] - 1 / K[k]) < 4 * err[k], (k, mean[k] * K[k], err[k] * K[k])
+    # the local variance (sum over all k) is fitted through the noise amplitude: within 3 %
+    assert abs(np.mean(up ** 2) * K.size / np.sum(1 / K) - 1) < 0.03
+    # the same test with the 2x2 filter (no overlap) fails at the first non-zero momentum
+    crude = InverseRG(b=2, size=2, noise=True)
+    crude.train(lat, cfg[:2000])
+    _, up2 = crude.upscale(_self_lattice((L // 2, L // 2)), block_ensemble(lat, cfg[2000:], 2), seed=3)
+    p2 = np.abs(np.fft.fftn(up2, axes=(1, 2))) ** 2 / L ** 2
+    assert abs(p2.mean(0)[0, 1] - 1 / K[0, 1]) > 4 * p2.std(0)[0, 1] / np.sqrt(len(p2))
+
+
+def test_local_observables_match_the_engine():
+    lat = _self_lattice((8, 8))
+    phi = np.random.default_rng(3).normal(size=(8, 8))
+    f = qftml.Field(lat)
+    f.local = phi
+    act = qftml.Action.homogeneous(lat, 1.0, -0.9, 0.7, 0.1)
+    ref = qftml.measure(f, act)
+    got = local_observables(lat, phi, 1.0, -0.9, 0.7, 0.1)
+    for k in ("M", "sum_phi2", "sum_phi4", "action", "sum_links_nn"):
+        assert np.isclose(got[k], ref[k], rtol=1e-12), k
+    np.testing.assert_allclose(got["slice_sums"], ref["slice_sums"], rtol=1e-12)
+
+
+def _grids(size):
+    return [g for g in ([size, 1], [1, size], [2, size // 2]) if g[0] * g[1] == size and size % g[0] == 0]
+
+
+@pytest.mark.mpi
+def test_upscaling_is_bitwise_independent_of_the_process_grid(comm):
+    rng = np.random.default_rng(7)
+    coarse = rng.normal(size=(2, 16, 16))
+    model = InverseRG(b=2, size=6, noise=True)
+    model.f[0] = rng.normal(size=(6, 6))
+    model.sigma = 0.4
+    _, ref = model.upscale(_self_lattice((16, 16)), coarse, seed=11, first_config=5, level=2)
+    _, ref2 = model.upscale(_self_lattice((32, 32)), ref, seed=11, first_config=5, level=3)
+    for grid in _grids(comm.size):
+        lat = qftml.Lattice((16, 16), comm=comm, grid=grid)
+        fl, up = model.upscale(lat, np.stack([lat.local_block(c) for c in coarse]), seed=11, first_config=5, level=2)
+        assert fl.grid == lat.grid and fl.local_shape == tuple(2 * n for n in lat.local_shape)
+        assert np.array_equal(up, np.stack([fl.local_block(r) for r in ref]))
+        fl2, up2 = model.upscale(fl, up, seed=11, first_config=5, level=3)    # a second step
+        assert np.array_equal(up2, np.stack([fl2.local_block(r) for r in ref2]))
+        obs = local_observables(fl2, up2[0])
+        assert np.isclose(obs["sum_links_nn"], local_observables(_self_lattice((64, 64)), ref2[0])["sum_links_nn"],
+                          rtol=1e-12)
+
+
+@pytest.mark.mpi
+def test_distributed_training_matches_serial_training(comm):
+    cfg, _ = _gaussian_ensemble(16, 1.0, 0.5 * (0.2 + 4.0), 64, 9)
+    serial = InverseRG(b=2, size=6)
+    serial.train(_self_lattice((16, 16)), cfg)
+    for grid in _grids(comm.size):
+        lat = qftml.Lattice((16, 16), comm=comm, grid=grid)
+        model = InverseRG(b=2, size=6)
+        info = model.train(lat, np.stack([lat.local_block(c) for c in cfg]))
+        np.testing.assert_allclose(model.f, serial.f, rtol=1e-9, atol=1e-12)
+        assert np.isclose(info["sigma"], serial.sigma, rtol=1e-9)
+
+
+@pytest.mark.mpi
+def test_filter_larger_than_the_local_block_is_an_error_on_every_rank(comm):
+    if comm.size == 1:
+        pytest.skip("needs several ranks for local blocks smaller than the lattice")
+    lat = qftml.Lattice((2 * comm.size, 8), comm=comm, grid=[comm.size, 1])   # local blocks 2 sites wide
+    with pytest.raises(ValueError, match="ghost layer"):
+        InverseRG(b=2, size=14).upscale(lat, np.zeros((1,) + lat.local_shape))
