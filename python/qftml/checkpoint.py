@@ -5,6 +5,7 @@ Exports:
     checkpoint_path(output_path)       "<output>.ckpt" next to the ensemble file
     write_checkpoint(path, field, state, write_path=None)   collective; temp file, fsync, rename
     read_checkpoint(path, lattice) -> (local_field_block, state)   every rank reads its hyperslab
+    read_checkpoint_state(path) -> state       attributes only
     physics_hash(physics) -> str       sha256 of the canonical JSON of the physics description
     physics_differences(old, new) -> list[str]   "key: checkpoint X, config Y" for every difference
 
@@ -76,20 +77,31 @@ def write_checkpoint(path, field, state: dict, write_path=None):
     comm.Barrier()
 
 
+def read_checkpoint_state(path) -> dict:
+    """The checkpoint's attributes only (to compare physics before touching the field)."""
+    return _read(path, None)[1]
+
+
 def read_checkpoint(path, lattice):
     """(this rank's block of the checkpointed field, state dict). Raises CheckpointError with a
     clear message for a missing, truncated or foreign file."""
+    return _read(path, lattice)
+
+
+def _read(path, lattice):
     if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint {path}: nothing to resume (run without --resume to start a new chain)")
+    block = None
     try:
         with _h5open(path, "r") as f:
             if f.attrs.get("format") != CHECKPOINT_FORMAT:
                 raise CheckpointError(f"{path}: not a qftml checkpoint")
             state = {k: _decode(v) for k, v in f.attrs.items() if k != "format"}
             ds = f["field"]
-            if ds.shape != tuple(lattice.shape):
-                raise CheckpointError(f"{path}: field of shape {ds.shape}, but the lattice is {list(lattice.shape)}")
-            block = np.asarray(ds[lattice.local_slices], dtype=float)
+            if lattice is not None:
+                if ds.shape != tuple(lattice.shape):
+                    raise CheckpointError(f"{path}: field of shape {ds.shape}, but the lattice is {list(lattice.shape)}")
+                block = np.asarray(ds[lattice.local_slices], dtype=float)
     except CheckpointError:
         raise
     except EnsembleFileError as e:

@@ -29,7 +29,7 @@ import numpy as np
 
 import qftml
 from qftml.checkpoint import (checkpoint_path, physics_differences, physics_hash, read_checkpoint,
-                              write_checkpoint)
+                              read_checkpoint_state, write_checkpoint)
 from qftml.config import ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, load_config
 from qftml.ensemble_io import (EnsembleFileError, EnsembleWriter, choose_write_path, observable_layout,
                                read_attrs, stack_observables)
@@ -222,7 +222,7 @@ def run_sample(cfg, resume=False, quiet=False, comm=None) -> int:
     # --- restore or start the chain (all checks before anything is written) ---
     state = block = old_attrs = None
     if resume:
-        block, state = read_checkpoint(ckpt_path, lattice)
+        state = read_checkpoint_state(ckpt_path)
         diffs = physics_differences(state["physics"], physics)
         if diffs:
             raise ConfigError("cannot resume: the configuration's physics differs from the checkpoint's:\n  "
@@ -230,6 +230,7 @@ def run_sample(cfg, resume=False, quiet=False, comm=None) -> int:
         if state["n_records"] > N:
             raise ConfigError(f"cannot resume: the checkpoint holds {state['n_records']} records but "
                               f"sampler.sweeps = {s_cfg['sweeps']} asks for only {N}")
+        block, state = read_checkpoint(ckpt_path, lattice)
         old_attrs = _on_root(comm, lambda: read_attrs(out_path))
         if old_attrs.get("physics_hash") != state["physics_hash"]:
             raise ConfigError(f"cannot resume: {out_path} was written by a different chain than checkpoint {ckpt_path}")

@@ -1,0 +1,223 @@
+"""`qftml sample` end to end, in subprocesses under mpiexec (serial pass; not marked mpi):
+bad configs, resume on another rank count, SIGKILL mid-run, SIGTERM preemption, physics
+mismatch, damaged files."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+BIN = os.path.dirname(sys.executable)
+MPIEXEC, QFTML = os.path.join(BIN, "mpiexec"), os.path.join(BIN, "qftml")
+
+CONFIG = """\
+[lattice]
+shape = [16, 8]
+[action]
+kappa = 0.3
+mu2 = 0.1
+lam = 0.5
+[sampler]
+sweeps = 100
+thermalize = 20
+every = 2
+seed = 11
+checkpoint_every = 10
+[output]
+path = "{path}"
+"""
+
+
+def qftml(args, ranks=2, timeout=120, cwd=None):
+    cmd = ([MPIEXEC, "-n", str(ranks)] if ranks else []) + [QFTML, "sample", *args, "--quiet"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def write_config(directory, name="run", text=CONFIG, **fmt):
+    path = os.path.join(directory, f"{name}.toml")
+    with open(path, "w") as f:
+        f.write(text.format(path=os.path.join(directory, f"{name}.h5"), **fmt))
+    return path
+
+
+def load(path):
+    with h5py.File(path, "r") as f:
+        n = int(f.attrs["n_records"])
+        return (f["configs"][:n], {k: v[:n] for k, v in f["observables"].items()},
+                {k: f.attrs[k] for k in f.attrs})
+
+
+def assert_same_chain(a, b, bitwise_obs_records):
+    """Configurations bit for bit; observables bit for bit on records measured with the same rank
+    count, else equal up to the summation order of the global reductions (~1e-15 relative)."""
+    (ca, oa, _), (cb, ob, _) = a, b
+    assert ca.shape == cb.shape and np.array_equal(ca, cb)
+    for name in oa:
+        assert np.array_equal(oa[name][:bitwise_obs_records], ob[name][:bitwise_obs_records]), name
+        np.testing.assert_allclose(oa[name], ob[name], rtol=1e-12, atol=1e-12 * np.abs(oa[name]).max(), err_msg=name)
+    assert np.array_equal(oa["sweep"], ob["sweep"])
+
+
+def test_bad_configs_exit_2_naming_the_key_and_write_nothing(tmp_path):
+    d = str(tmp_path)
+    bad = CONFIG.replace("every = 2", "every = 0\nsweps = 5").replace('[action]', '[action]\nfield = "spin"')
+    cfg = write_config(d, text=bad)
+    r = qftml([cfg])
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("qftml sample: error") == 1  # one message (rank 0), not one per rank
+    for key in ("sampler.sweps", "sampler.every = 0", "action.field = 'spin'", "'real', 'ising'"):
+        assert key in r.stderr, (key, r.stderr)
+    assert "Traceback" not in r.stderr
+    # an action that is not normalisable (b = 0, negative mass) is refused before anything is written
+    cfg = write_config(d, name="gauss")
+    r = qftml([cfg, "--set", "action.lam=0.0", "--set", "action.mu2=-2.0"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    r2 = qftml([cfg, "--set", "sampler.sweeps=15"], ranks=0)
+    assert r2.returncode == 2 and "sampler.sweeps = 15 must be a multiple of sampler.every = 2" in r2.stderr
+    assert sorted(os.listdir(d)) == ["gauss.toml", "run.toml"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """2 ranks x 100 sweeps, uninterrupted."""
+    d = str(tmp_path_factory.mktemp("ref"))
+    r = qftml([write_config(d, "ref")])
+    assert r.returncode == 0, r.stderr
+    return os.path.join(d, "ref.h5")
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """2 ranks x 50 sweeps, then resumed on 4 ranks up to 100 sweeps."""
+    d = str(tmp_path_factory.mktemp("res"))
+    cfg = write_config(d, "res")
+    r = qftml([cfg, "--set", "sampler.sweeps=50"])
+    assert r.returncode == 0, r.stderr
+    r = qftml([cfg, "--resume"], ranks=4)
+    assert r.returncode == 0, r.stderr
+    return os.path.join(d, "res.h5")
+
+
+def test_resume_on_four_ranks_continues_the_chain_bit_for_bit(reference, resumed):
+    ref, res = load(reference), load(resumed)
+    assert ref[0].shape == (50, 16, 8)
+    assert_same_chain(ref, res, bitwise_obs_records=25)
+    runs = res[2]["runs"]
+    assert '"n_ranks": 2' in runs and '"n_ranks": 4' in runs and bool(res[2]["complete"])
+    with h5py.File(reference + ".ckpt") as a, h5py.File(resumed + ".ckpt") as b:
+        assert np.array_equal(a["field"][:], b["field"][:])  # identical final configuration
+        assert a.attrs["sweep_index"] == b.attrs["sweep_index"] == 120
+        assert a.attrs["step"] == b.attrs["step"]
+
+
+def test_resume_refuses_other_physics_and_lists_the_differences(resumed):
+    cfg = resumed[:-3] + ".toml"
+    before = open(resumed, "rb").read()
+    r = qftml([cfg, "--resume", "--set", "action.kappa=0.25", "--set", "sampler.seed=12",
+               "--set", "lattice.shape=[8, 8]"], ranks=0)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    for line in ("action.kappa: checkpoint 0.3, config 0.25", "sampler.seed: checkpoint 11, config 12",
+                 "lattice.shape: checkpoint [16, 8], config [8, 8]"):
+        assert line in r.stderr, r.stderr
+    assert open(resumed, "rb").read() == before
+    # not resuming onto an existing file is refused too
+    r = qftml([cfg], ranks=0)
+    assert r.returncode == 2 and "exists" in r.stderr and "--resume" in r.stderr
+
+
+def _wait_for_checkpoint(path, records, proc, timeout=60):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs["n_records"] >= records:
+                    return
+        except (OSError, KeyError):
+            pass  # not there yet
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+LONG = ["--set", "sampler.sweeps=2000000", "--set", "output.batch=4"]
+
+
+def test_sigkill_mid_run_leaves_readable_records_and_resume_on_other_ranks_is_exact(tmp_path):
+    d = str(tmp_path)
+    cfg = write_config(d, "kill")
+    out = os.path.join(d, "kill.h5")
+    proc = subprocess.Popen([MPIEXEC, "-n", "2", QFTML, "sample", cfg, "--quiet", *LONG],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _wait_for_checkpoint(out + ".ckpt", 12, proc)
+        time.sleep(np.random.default_rng().uniform(0, 0.3))  # anywhere: mid-batch, mid-flush, mid-checkpoint
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    with h5py.File(out + ".ckpt", "r") as f:
+        ckpt_records = int(f.attrs["n_records"])
+    with h5py.File(out, "r") as f:  # plain h5py, after SIGKILL
+        n = int(f.attrs["n_records"])
+        assert n >= ckpt_records >= 12
+        phi = f["configs"][:n]
+        assert np.all(np.isfinite(phi)) and f["observables/M"].shape[0] >= n
+        np.testing.assert_allclose(f["observables/M"][:n], phi.sum(axis=(1, 2)), rtol=1e-10, atol=1e-10)
+        assert np.array_equal(f["observables/sweep"][:n], 20 + 2 * np.arange(1, n + 1))
+    # resume on 4 ranks for a few more records: the same chain as an uninterrupted 2-rank run
+    sweeps = ["--set", f"sampler.sweeps={2 * (ckpt_records + 6)}"]
+    r = qftml([cfg, "--resume", *sweeps], ranks=4)
+    assert r.returncode == 0, r.stderr
+    ref = os.path.join(d, "ref.h5")
+    r = qftml([cfg, *sweeps, "--set", f"output.path={ref!r}"])
+    assert r.returncode == 0, r.stderr
+    assert_same_chain(load(ref), load(out), bitwise_obs_records=ckpt_records)
+    assert load(out)[0].shape[0] == ckpt_records + 6
+
+
+def test_sigterm_checkpoints_and_exits_3_then_resumes(tmp_path):
+    d = str(tmp_path)
+    cfg = write_config(d, "term")
+    out = os.path.join(d, "term.h5")
+    proc = subprocess.Popen([MPIEXEC, "-n", "2", QFTML, "sample", cfg, "--quiet", *LONG],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for_checkpoint(out + ".ckpt", 1, proc)
+        proc.send_signal(signal.SIGTERM)  # to mpiexec, which forwards it to the ranks
+        _, err = proc.communicate(timeout=60)
+    finally:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing may be left running
+    assert proc.returncode == 3, err
+    assert "stopped by SIGTERM" in err and "--resume" in err
+    with h5py.File(out, "r") as f, h5py.File(out + ".ckpt", "r") as c:
+        assert f.attrs["n_records"] == c.attrs["n_records"] and not f.attrs["complete"]
+        stopped_at = int(c.attrs["sweep_index"])
+        assert '"exit": "preempted"' in f.attrs["runs"]
+    r = qftml([cfg, "--resume", "--set", f"sampler.sweeps={stopped_at + 10}"], ranks=0)
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as f:
+        assert f.attrs["complete"] and f.attrs["n_records"] == (stopped_at + 10) // 2
+        assert f["observables/sweep"][-1] == stopped_at + 30
+
+
+def test_damaged_files_give_one_clear_message(tmp_path):
+    d = str(tmp_path)
+    cfg = write_config(d, "dmg")
+    out = os.path.join(d, "dmg.h5")
+    assert qftml([cfg, "--set", "sampler.sweeps=20"], ranks=0).returncode == 0
+    good_ckpt = open(out + ".ckpt", "rb").read()
+    with open(out + ".ckpt", "wb") as f:
+        f.write(good_ckpt[: len(good_ckpt) // 2])
+    r = qftml([cfg, "--resume"])
+    assert r.returncode == 2 and "truncated or corrupt" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    with open(out + ".ckpt", "wb") as f:
+        f.write(good_ckpt)
+    data = open(out, "rb").read()
+    with open(out, "wb") as f:
+        f.write(data[:2000])
+    r = qftml([cfg, "--resume"])
+    assert r.returncode == 2 and "truncated or corrupt" in r.stderr and "Traceback" not in r.stderr, r.stderr
