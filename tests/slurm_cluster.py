@@ -9,7 +9,8 @@ What start() does, all under base_dir (nothing in /etc, /run or /var is touched)
   * slurm.conf: SlurmUser=root, ProctrackType=proctrack/linuxproc, TaskPlugin=task/none,
     SelectType=select/cons_tres, MpiDefault=pmi2, one node `localhost` (127.0.0.1) with this
     machine's CPU count, free loopback ports for slurmctld and slurmd, state/spool/log directories
-    here, a 1-second scheduler interval so dependency chains start promptly;
+    here, a 1-second scheduler interval so dependency chains start promptly, and cred_expire=8 so
+    that a requeued job starts again after 8 s instead of Slurm's default 120 s;
   * slurmctld -D and slurmd -D run in the foreground as children of this process (so their pids are
     exactly known), and start() returns once `sinfo` reports the node idle.
 stop() cancels every job of this cluster, waits for the queue to drain, then terminates exactly
@@ -54,12 +55,16 @@ class SlurmCluster:
     def __init__(self, base_dir: str, cpus: int | None = None):
         self.base = os.path.abspath(base_dir)
         self.cpus = cpus or os.cpu_count() or 1
+        # Credential lifetime; also how long a requeued job waits before it may start again.
+        self.cred_expire = 8
         self.conf = os.path.join(self.base, "slurm.conf")
         self.munge_socket = os.path.join(self.base, "munge", "munge.socket.2")
         self.procs: dict[str, subprocess.Popen] = {}
         self.env = dict(os.environ, SLURM_CONF=self.conf)
-        for key in [k for k in self.env if k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_"))]:
-            if key != "SLURM_CONF":  # never inherit another job's or cluster's settings
+        # Never inherit another job's, cluster's or MPI launcher's settings.
+        for key in [k for k in self.env
+                    if k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "PMI_", "PMIX_", "HYDRA_", "MPIR_"))]:
+            if key != "SLURM_CONF":
                 del self.env[key]
 
     # -- helpers ------------------------------------------------------------------------------
@@ -120,7 +125,7 @@ SlurmdPort={slurmd_port}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket={self.munge_socket}
+AuthInfo=socket={self.munge_socket},cred_expire={self.cred_expire}
 CredType=cred/munge
 StateSaveLocation={p('state')}
 SlurmdSpoolDir={p('spool', 'slurmd-%n')}

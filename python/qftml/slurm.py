@@ -54,7 +54,7 @@ from qftml.config import ConfigError, parse_override
 TEMPLATES = ("sample", "analyze", "learn", "reweight", "irg", "sweep")
 # Templates whose job runs one `qftml <command> CONFIG.toml`; analyze reads the ensemble instead.
 CONFIG_COMMANDS = ("sample", "learn", "reweight", "irg")
-DEFAULT_PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL; overridden by qftml.commands.sample.PREEMPTED_EXIT_CODE
+DEFAULT_PREEMPTED_EXIT_CODE = 3  # qftml.sampling.EXIT_PREEMPTED ("checkpointed after a signal: resume me")
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
                 "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED"}
 _PLACEHOLDER = re.compile(r"\{\{([!>]?)([A-Za-z0-9_./-]+)\}\}")
@@ -246,10 +246,10 @@ def _raw_config(config: Path, overrides) -> dict:
 
 def _preempted_exit_code() -> int:
     try:
-        from qftml.commands import sample
+        from qftml.sampling import EXIT_PREEMPTED
     except ImportError:
         return DEFAULT_PREEMPTED_EXIT_CODE
-    return int(getattr(sample, "PREEMPTED_EXIT_CODE", DEFAULT_PREEMPTED_EXIT_CODE))
+    return int(EXIT_PREEMPTED)
 
 
 def _command_accepts(command: str, option: str) -> bool | None:
@@ -290,6 +290,19 @@ def parse_sweep(text: str) -> tuple[str, list]:
 def _sweep_output(base: str, index: int) -> str:
     root, ext = os.path.splitext(base)
     return f"{root}.task{index:03d}{ext or '.h5'}"
+
+
+def _log_path(pattern: str, workdir: Path) -> str:
+    """sbatch --output as an absolute path. Slurm expands %j, %x, ... in it ('%' of the working
+    directory is escaped as '%%') and drops every backslash, so a backslash cannot be in it."""
+    if os.path.isabs(pattern):
+        path = pattern
+    else:
+        path = str(workdir).replace("%", "%%") + "/" + pattern
+    if "\\" in path:
+        raise ConfigError(f"job log path {path!r} contains a backslash, which Slurm removes from --output "
+                          "paths: choose a log path without one (--log /some/dir/slurm-%j.out)")
+    return path
 
 
 def render(template: str, config, overrides=(), options: JobOptions | None = None, sweep=None,
@@ -335,7 +348,7 @@ def render(template: str, config, overrides=(), options: JobOptions | None = Non
         "setup": options.setup or "",
         "extra_directives": "\n".join(f"#SBATCH {_refuse_control(str(s), 'an --sbatch directive')}"
                                       for s in options.sbatch),
-        "log": options.log or "slurm-%x-%j.out",
+        "log": _log_path(options.log or "slurm-%x-%j.out", workdir),
     }
     outputs = [output] if output else []
     sweep_spec = None
@@ -357,7 +370,7 @@ def render(template: str, config, overrides=(), options: JobOptions | None = Non
             "sweep_outputs": outputs,
             "sweep_output_sets": [set_word("output.path", o) for o in outputs],
             "command": command or "sample",
-            "log": options.log or "slurm-%x-%A_%a.out",
+            "log": _log_path(options.log or "slurm-%x-%A_%a.out", workdir),
         })
     command_name = values.get("command", name if name in CONFIG_COMMANDS else None)
     if command_name is not None:

@@ -1,0 +1,374 @@
+"""Slurm templates, quoting, submission and preemption (qftml.slurm, `qftml slurm`), on a REAL Slurm.
+
+A session-scoped fixture starts a private one-node cluster on loopback (tests/slurm_cluster.py:
+munged, slurmctld, slurmd from Debian's slurm-wlm/munge, as root); the cluster tests skip with the
+reason when that is impossible (no packages, not root). Jobs run 2 MPI ranks under
+`srun --mpi=pmi2` with the MPICH wheel's libmpi.
+
+Two kinds of job:
+  * the real commands that exist (`qftml sample`, `qftml analyze`): valid HDF5/JSON outputs,
+    preemption -> checkpoint -> requeue -> bit-identical result, chained sample -> analyze;
+  * a recording stand-in for `qftml` (FAKE_QFTML below: an mpi4py program that records its argv,
+    rank and COMM_WORLD size): every template, including those of commands not yet written,
+    reaches `qftml <command>` with exactly the intended arguments on 2 ranks, and no shell
+    metacharacter in a config value is ever executed.
+Not mpi-marked: the jobs start their own MPI ranks; these tests run in the serial pass only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from qftml import slurm as qs
+from qftml.config import ConfigError, parse_override
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from slurm_cluster import SlurmCluster, unavailable_reason  # noqa: E402
+
+BIN = os.path.dirname(sys.executable)
+NASTY = "a $(touch pwned1) ; rm -rf nothing `touch pwned2` \"dq\" 'sq' #h & | > < \\ *"
+FAKE_QFTML = """#!{python}
+import json, os, sys, time
+from mpi4py import MPI
+comm = MPI.COMM_WORLD
+rec = {{"argv": sys.argv[1:], "rank": comm.rank, "size": comm.size, "start": time.time(), "cwd": os.getcwd(),
+       "job": os.environ.get("SLURM_JOB_ID"), "task": os.environ.get("SLURM_ARRAY_TASK_ID"),
+       "restart": os.environ.get("SLURM_RESTART_COUNT")}}
+time.sleep(float(os.environ.get("FAKE_QFTML_SLEEP", "0")))
+rec["end"] = time.time()
+with open(os.path.join(os.environ["FAKE_QFTML_RECORDS"], f"{{rec['job']}}-{{rec['task']}}-{{comm.rank}}.json"), "w") as f:
+    json.dump(rec, f)
+if comm.rank == 0:
+    print(json.dumps(rec))
+"""
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    c = SlurmCluster(str(tmp_path_factory.mktemp("slurm")))
+    try:
+        c.start()
+    except Exception:
+        c.stop()
+        raise
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def fake_bin(tmp_path):
+    """A bin directory whose `qftml` is the recording stand-in (python: this interpreter)."""
+    d = tmp_path / "fakebin"
+    d.mkdir()
+    (d / "qftml").write_text(FAKE_QFTML.format(python=sys.executable))
+    (d / "qftml").chmod(0o755)
+    os.symlink(sys.executable, d / "python")
+    rec = tmp_path / "records"
+    rec.mkdir()
+    return d, rec
+
+
+def records(rec_dir):
+    out = [json.loads(p.read_text()) for p in sorted(rec_dir.glob("*.json"))]
+    return sorted(out, key=lambda r: (str(r["task"]), r["rank"], r["start"]))
+
+
+def write_config(path, output, sweeps=200, thermalize=50, shape=(8, 8), seed=7, checkpoint_every=100):
+    path.write_text(f"""[lattice]
+shape = {list(shape)}
+[action]
+kappa = 1.0
+mu2 = -0.9515
+lam = 0.7
+[sampler]
+sweeps = {sweeps}
+thermalize = {thermalize}
+seed = {seed}
+checkpoint_every = {checkpoint_every}
+[output]
+path = {qs.toml_value(str(output))}
+""")
+    return path
+
+
+def assert_no_injection(*roots):
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            hits = [n for n in dirnames + filenames if n.startswith("pwned")]
+            assert not hits, f"shell injection: {hits} created in {dirpath}"
+
+
+def sample_works():
+    try:
+        import qftml.commands.sample  # noqa: F401
+        import qftml.commands.analyze  # noqa: F401
+    except ImportError as e:
+        return f"`qftml sample`/`qftml analyze` not available: {e}"
+    return None
+
+
+def opts(**kw):
+    kw.setdefault("ntasks", 2)
+    kw.setdefault("time", "00:05:00")
+    kw.setdefault("signal_seconds", 60)
+    return qs.JobOptions(**kw)
+
+
+# -- quoting and rendering, no Slurm needed ----------------------------------------------------------
+@pytest.mark.parametrize("value", [NASTY, "plain", "", "tab\\t and unicode \u00e9\u4e2d", 'x"y\'z', "$HOME"])
+def test_set_words_round_trip_through_config_parser(value):
+    section, key, back = parse_override(qs.set_word("output.path", value))
+    assert (section, key, back) == ("output", "path", value)
+    for v in (1, -0.9515, 1e-300, True, [16, 16], [[1, 2], [3]], ["a b", NASTY]):
+        assert parse_override(qs.set_word("s.k", v))[2] == v
+
+
+def test_control_characters_are_refused(tmp_path):
+    cfg = write_config(tmp_path / "c.toml", "out.h5")
+    with pytest.raises(ConfigError, match="control character"):
+        qs.render("sample", cfg, ["output.path=\"x\\nrm -rf /\""], opts())
+    with pytest.raises(ConfigError, match="control character"):
+        qs.render("sample", cfg, [], opts(job_name="a\nb"))
+    with pytest.raises(ConfigError):
+        qs.render("sample", cfg, [], opts(time="1 hour"))
+    # Slurm drops backslashes from --output paths: refused with advice instead of a lost log.
+    with pytest.raises(ConfigError, match="backslash"):
+        qs.render("sample", cfg, [], opts(workdir=str(tmp_path / "a\\b")))
+    assert "#SBATCH --output=/x%%y/slurm-%x-%j.out" in qs.render("sample", cfg, [], opts(workdir="/x%y")).script
+
+
+def test_directive_quote_follows_sbatch_rules():
+    assert qs.directive_quote("debug") == "debug"
+    assert qs.directive_quote("slurm-%x-%j.out") == "slurm-%x-%j.out"
+    assert qs.directive_quote('a b"c\\d #e') == '"a b\\"c\\\\d #e"'
+
+
+def test_sweep_parsing():
+    assert qs.parse_sweep("action.mu2=[-1.0, -0.9]") == ("action.mu2", [-1.0, -0.9])
+    assert qs.parse_sweep("action.mu2=-1.0,-0.9,x") == ("action.mu2", [-1.0, -0.9, "x"])
+    assert qs.parse_sweep("lattice.shape=[[8, 8], [16, 16]]") == ("lattice.shape", [[8, 8], [16, 16]])
+    with pytest.raises(ConfigError):
+        qs.parse_sweep("mu2=[1]")
+
+
+@pytest.mark.parametrize("template", qs.TEMPLATES)
+def test_every_template_renders_to_valid_bash(tmp_path, template):
+    cfg = write_config(tmp_path / "c.toml", "out.h5")
+    job = qs.render(template, cfg, ["action.mu2=-1.0"], opts(partition="p q", account="acc", overcommit=True),
+                    sweep="action.mu2=[-1.0, -0.9]" if template == "sweep" else None)
+    assert "{{" not in job.script and "}}" not in job.script
+    subprocess.run(["bash", "-n"], input=job.script, text=True, check=True)
+    assert '#SBATCH --partition="p q"' in job.script and "#SBATCH --account=acc" in job.script
+    assert "#SBATCH --overcommit" in job.script and "#SBATCH --ntasks=" in job.script
+    if template != "analyze":
+        assert "#SBATCH --signal=USR1@60" in job.script and "#SBATCH --requeue" in job.script
+    plain = qs.render(template, cfg, [], opts(), sweep="action.mu2=[-1.0]" if template == "sweep" else None)
+    assert "--partition" not in plain.script and "--account" not in plain.script  # optional lines dropped
+
+
+def test_rendered_script_passes_exact_arguments_without_slurm(tmp_path, fake_bin):
+    """Run the rendered sample script with bash; `srun` is a stub that drops its options."""
+    bindir, rec = fake_bin
+    weird = tmp_path / NASTY
+    weird.mkdir()
+    cfg = write_config(weird / f"run {NASTY}.toml", f"{NASTY}.h5")
+    override = f"output.path={qs.toml_value(str(weird / ('o ' + NASTY + '.h5')))}"
+    job = qs.render("sample", cfg, [override], opts(python=str(bindir / "python"), workdir=str(weird),
+                                                    log=str(tmp_path / "slurm-%j.out")))
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    (stubs / "srun").write_text('#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n')
+    (stubs / "srun").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PMI_", "HYDRA_"))}
+    env.update(PATH=f"{stubs}:{env['PATH']}", FAKE_QFTML_RECORDS=str(rec), SLURM_JOB_ID="1")
+    script = job.write(tmp_path / "job.sh")
+    r = subprocess.run(["bash", str(script)], cwd=weird, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    (got,) = records(rec)
+    assert got["argv"] == ["sample", str(cfg), "--quiet", "--set", override]
+    assert parse_override(got["argv"][-1])[2] == str(weird / ("o " + NASTY + ".h5"))
+    assert_no_injection(tmp_path, os.getcwd())
+
+
+# -- on the real cluster ---------------------------------------------------------------------------
+def test_srun_pmi2_gives_mpich_wheel_a_two_rank_world(cluster, tmp_path):
+    prog = tmp_path / "size.py"
+    prog.write_text("from mpi4py import MPI\nc = MPI.COMM_WORLD\nprint(c.rank, c.size)\n")
+    r = cluster.run(["srun", "-n", "2", "--mpi=pmi2", sys.executable, str(prog)], timeout=60)
+    assert sorted(r.stdout.split("\n")[:2]) == ["0 2", "1 2"], r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("template", [t for t in qs.TEMPLATES])
+def test_every_template_runs_two_ranks_under_srun(cluster, tmp_path, fake_bin, template):
+    """Each template's job calls `qftml <command>` with its arguments on a 2-rank COMM_WORLD."""
+    bindir, rec = fake_bin
+    cfg = write_config(tmp_path / "c.toml", "out.h5")
+    sweep = "action.mu2=[-1.0, -0.9]" if template == "sweep" else None
+    job = qs.render(template, cfg, ["sampler.seed=5"], opts(python=str(bindir / "python"), ntasks=2,
+                                                           workdir=str(tmp_path), overcommit=True), sweep=sweep)
+    env = dict(cluster.env, FAKE_QFTML_RECORDS=str(rec))
+    j = qs.submit(job, script_path=tmp_path / "job.sbatch", env=env)
+    assert j.wait(timeout=90, poll=0.3) == "COMPLETED"
+    got = records(rec)
+    n_tasks = 2 if template == "sweep" else 1
+    assert len(got) == 2 * n_tasks
+    assert all(g["size"] == 2 for g in got) and sorted(g["rank"] for g in got) == sorted([0, 1] * n_tasks)
+    command = "sample" if template == "sweep" else template
+    if template == "analyze":
+        assert got[0]["argv"] == ["analyze", str(tmp_path / "out.h5"), "--json"]
+        assert json.loads((tmp_path / "out.analysis.json").read_text())["size"] == 2
+    else:
+        argv = got[0]["argv"]
+        assert argv[:3] == [command, str(cfg), "--quiet"] and argv[3:5] == ["--set", "sampler.seed=5"]
+    if template == "sweep":
+        per_task = {g["task"]: g["argv"] for g in got if g["rank"] == 0}
+        assert per_task["0"][5:] == ["--set", "action.mu2=-1.0", "--set", qs.set_word("output.path", j.outputs[0])]
+        assert per_task["1"][5:] == ["--set", "action.mu2=-0.9", "--set", qs.set_word("output.path", j.outputs[1])]
+
+
+def test_dependency_chain_runs_in_order_and_failure_stops_it(cluster, tmp_path, fake_bin):
+    bindir, rec = fake_bin
+    cfg = write_config(tmp_path / "c.toml", "out.h5")
+    env = dict(cluster.env, FAKE_QFTML_RECORDS=str(rec), FAKE_QFTML_SLEEP="1.5")
+    o = opts(python=str(bindir / "python"), ntasks=1, workdir=str(tmp_path), overcommit=True)
+    first = qs.submit(qs.render("sample", cfg, [], o), script_path=tmp_path / "a.sbatch", env=env)
+    second = qs.submit(qs.render("reweight", cfg, [], o), after=[first], script_path=tmp_path / "b.sbatch", env=env)
+    third = qs.submit(qs.render("analyze", cfg, [], o), after=[second.id], script_path=tmp_path / "c.sbatch",
+                      env=env)
+    assert qs.wait([first, second, third], timeout=90, poll=0.3) == ["COMPLETED"] * 3
+    by_job = {r["job"]: r for r in records(rec)}
+    a, b, c = by_job[first.id], by_job[second.id], by_job[third.id]
+    assert a["end"] <= b["start"] and b["end"] <= c["start"], (a, b, c)
+    # A failing job: its afterok dependant can never start, and wait() says so.
+    bad = qs.render("sample", cfg, [], qs.JobOptions(python="/nonexistent/python", ntasks=1, time="1",
+                                                     workdir=str(tmp_path)))
+    failing = qs.submit(bad, script_path=tmp_path / "bad.sbatch", env=env)
+    dependant = qs.submit(qs.render("analyze", cfg, [], o), after=[failing], script_path=tmp_path / "d.sbatch",
+                          env=env)
+    with pytest.raises(qs.JobFailed):
+        failing.wait(timeout=60, poll=0.3)
+    with pytest.raises(qs.JobFailed, match="never start"):
+        dependant.wait(timeout=60, poll=0.3)
+    cluster.run(["scancel", dependant.id], check=False)
+
+
+def test_config_with_shell_metacharacters_runs_safely_under_sbatch(cluster, tmp_path):
+    """The real `qftml sample` under sbatch, config/output paths full of metacharacters."""
+    reason = sample_works()
+    if reason:
+        pytest.skip(reason)
+    weird = tmp_path / NASTY
+    weird.mkdir()
+    cfg = write_config(weird / f"run {NASTY}.toml", f"ens {NASTY}.h5", sweeps=40, thermalize=10)
+    out = weird / f"over {NASTY}.h5"
+    logs_dir = tmp_path / "logs"
+    logs_dir.mkdir()
+    job = qs.render("sample", cfg, [qs.set_word("output.path", str(out))],
+                    opts(workdir=str(weird), overcommit=True, log=str(logs_dir / "slurm-%x-%j.out")))
+    j = qs.submit(job, script_path=tmp_path / "job.sbatch", env=cluster.env)
+    assert j.outputs == [str(out)]
+    try:
+        j.wait(timeout=90, poll=0.3)
+    finally:
+        logs = "\n".join(p.read_text() for p in logs_dir.glob("slurm-*.out"))
+    assert out.exists(), logs
+    obs = qs.collect(j)
+    assert len(obs["m"]) == 40 and np.all(np.isfinite(obs["m"]))
+    assert_no_injection(tmp_path, cluster.base, os.getcwd())
+
+
+def test_sample_then_analyze_chain_and_array_sweep(cluster, tmp_path):
+    """Real commands: sample -> analyze (afterok), and a 3-task sweep over mu2, one file per task."""
+    reason = sample_works()
+    if reason:
+        pytest.skip(reason)
+    from qftml.ensemble_io import read_attrs
+
+    cfg = write_config(tmp_path / "run.toml", "ens.h5", sweeps=300, thermalize=50)
+    o = opts(workdir=str(tmp_path), overcommit=True)
+    sample = qs.submit(qs.render("sample", cfg, [], o), script_path=tmp_path / "s.sbatch", env=cluster.env)
+    analysis = qs.submit(qs.render("analyze", cfg, [], opts(ntasks=1, workdir=str(tmp_path), overcommit=True)),
+                         after=[sample], script_path=tmp_path / "a.sbatch", env=cluster.env)
+    sweep = qs.submit(qs.render("sweep", cfg, [], o, sweep="action.mu2=[-1.2, -0.9515, -0.7]"),
+                      script_path=tmp_path / "w.sbatch", env=cluster.env)
+    try:
+        qs.wait([sample, analysis, sweep], timeout=150, poll=0.5)
+    finally:
+        logs = "\n".join(p.name + ":\n" + p.read_text() for p in tmp_path.glob("slurm-*.out"))
+    attrs = read_attrs(tmp_path / "ens.h5")
+    assert attrs["n_ranks"] == 2, logs
+    result = qs.collect(analysis)
+    obs = qs.collect(sample)
+    assert len(obs["m2"]) == 300
+    # The analysis job read the ensemble the sample job wrote: its mean of m^2 is that of the file.
+    flat = json.dumps(result)
+    assert "m2" in flat, flat[:500]
+    assert sweep.outputs == [str(tmp_path / f"ens.task{i:03d}.h5") for i in range(3)]
+    for path, mu2 in zip(sweep.outputs, (-1.2, -0.9515, -0.7)):
+        a = read_attrs(path)
+        assert a["action"]["mu2"] == mu2 and a["n_ranks"] == 2, (path, a["action"], logs)
+        assert len(qs.collect(path)["m"]) == 300
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_preempted_job_checkpoints_requeues_and_matches_uninterrupted_run(cluster, tmp_path):
+    """USR1 (what --signal=USR1@N sends before the time limit) -> checkpoint, exit 3, requeue;
+    the requeued job resumes and ends with the same configurations and observables, bit for bit,
+    as the same config run without interruption."""
+    reason = sample_works()
+    if reason:
+        pytest.skip(reason)
+    from qftml.ensemble_io import read_attrs, read_configs
+
+    sweeps = 3000
+    runs = {}
+    for name in ("interrupted", "reference"):
+        d = tmp_path / name
+        d.mkdir()
+        cfg = write_config(d / "run.toml", "ens.h5", sweeps=sweeps, thermalize=100, shape=(8, 8),
+                           checkpoint_every=100)
+        job = qs.render("sample", cfg, [], opts(workdir=str(d), overcommit=True, signal_seconds=60))
+        assert "#SBATCH --signal=USR1@60" in job.script and "#SBATCH --requeue" in job.script
+        runs[name] = (d, qs.submit(job, script_path=d / "job.sbatch", env=cluster.env))
+    d, job = runs["interrupted"]
+    ckpt = d / "ens.h5.ckpt"
+    _wait_for(ckpt.exists, 60, "the first checkpoint")
+    cluster.run(["scancel", "--signal=USR1", job.id])  # to the job's steps, as --signal=USR1@N does
+
+    def requeued():
+        rec = job.records()[0]
+        return rec.get("Restarts") == "1" and rec.get("JobState") == "PENDING"
+
+    _wait_for(requeued, 60, "the job to requeue itself")
+    stopped_at = read_attrs(d / "ens.h5")["n_records"]
+    # The requeued job starts again by itself after the cluster's cred_expire (8 s here, 120 s by default).
+    try:
+        qs.wait([job, runs["reference"][1]], timeout=150, poll=0.5)
+    finally:
+        log = "\n".join(p.read_text() for p in d.glob("slurm-*.out"))
+    assert 0 < stopped_at < sweeps, log  # it really was interrupted in the middle
+    assert "requeueing job" in log and "restart 1" in log, log
+    ref = runs["reference"][0] / "ens.h5"
+    a, b = qs.collect(d / "ens.h5"), qs.collect(ref)
+    assert set(a) == set(b) and len(a["m"]) == sweeps
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    np.testing.assert_array_equal(read_configs(d / "ens.h5", sweeps - 5), read_configs(ref, sweeps - 5))
