@@ -241,3 +241,89 @@ def test_replica_accumulation_equals_single_rank_gradient_on_the_same_samples():
     site = L.gather_global(lat, pooled.fisher_site.reshape(lat.local_shape + (k, k)))
     if comms.domain.rank == 0:
         np.testing.assert_allclose(site, single.fisher_site.reshape((8, 8, k, k)), rtol=1e-7, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------ the command
+CONFIG = """
+[lattice]
+shape = [8, 8]
+[sampler]
+algorithm = "heatbath"
+thermalize = 20
+seed = 3
+[target]
+kappa = 0.4
+mu2 = 0.5
+lam = 0.0
+[model]
+w_range = [0.3, 0.5]
+a_range = [1.5, 1.8]
+b_range = [0.0, 0.0]
+learn = ["w", "a"]
+tied = ["w"]
+[training]
+lr = 0.05
+epochs = 6
+samples = 50
+f_every = 3
+f_nodes = 3
+f_samples = 30
+f_thermalize = 10
+checkpoint_every = 3
+[output]
+path = "{path}"
+plots = false
+"""
+
+
+def _run_cli(argv):
+    from qftml.cli import main
+    return main(["learn", *argv])
+
+
+def test_learn_command_writes_history_couplings_and_resumes_exactly(tmp_path):
+    import h5py
+
+    cfg = tmp_path / "learn.toml"
+    cfg.write_text(CONFIG.format(path=tmp_path / "full.h5"))
+    assert _run_cli([str(cfg), "--quiet"]) == 0
+    part = str(tmp_path / "part.h5")
+    assert _run_cli([str(cfg), "--quiet", "--set", f"output.path='{part}'", "--set", "training.epochs=3"]) == 0
+    assert _run_cli([str(cfg), "--quiet", "--set", f"output.path='{part}'", "--resume"]) == 0
+    with h5py.File(tmp_path / "full.h5") as full, h5py.File(part) as resumed:
+        assert full["history/epoch"].shape == (6,)
+        assert full["couplings/w"].shape == (8, 8, 2) and full["couplings/a"].shape == (8, 8)
+        assert np.ptp(full["couplings/w"][()]) == 0            # tied
+        assert np.ptp(full["couplings/a"][()]) > 0             # untied
+        np.testing.assert_array_equal(full["couplings/a"][()], resumed["couplings/a"][()])
+        np.testing.assert_array_equal(full["history/a_minus_s"][()], resumed["history/a_minus_s"][()])
+        # F at epochs 0, 3 and the last; the interrupted run also estimated it at its own end (2)
+        assert list(full["free_energy/epoch"][()]) == [0, 3, 5]
+        assert list(resumed["free_energy/epoch"][()]) == [0, 2, 3, 5]
+        np.testing.assert_array_equal(full["free_energy/F"][()], resumed["free_energy/F"][()][[0, 2, 3]])
+        assert np.all(full["free_energy/F_err"][()] > 0)
+    # the output seeds an action (the same /couplings layout `qftml sample` reads)
+    from qftml.couplings_io import action_from_couplings
+    act = action_from_couplings(str(tmp_path / "full.h5"), qftml.Lattice((8, 8), comm=MPI.COMM_SELF))
+    assert act.couplings()["a"].shape == (8, 8)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training.lr=0.0", "training.lr"),
+    ("target.mu2=-0.5", "not normalisable"),
+    ("model.b_range=[-0.1, 0.2]", "b_range"),
+    ("model.learn=['g']", "extra links"),
+])
+def test_learn_command_rejects_bad_configurations(tmp_path, capsys, override, message):
+    cfg = tmp_path / "learn.toml"
+    cfg.write_text(CONFIG.format(path=tmp_path / "out.h5"))
+    assert _run_cli([str(cfg), "--quiet", "--set", override]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_learn_command_rejects_replicas_not_dividing_ranks(tmp_path, capsys):
+    cfg = tmp_path / "learn.toml"
+    cfg.write_text(CONFIG.format(path=tmp_path / "out.h5"))
+    assert _run_cli([str(cfg), "--quiet", "--replicas", str(MPI.COMM_WORLD.size + 1)]) == 2
+    assert "divide" in capsys.readouterr().err
