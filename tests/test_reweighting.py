@@ -28,24 +28,44 @@ NSIG = 4.0
 
 def sample_chain(shape, couplings, n, seed, extra_offsets=(), field="real", algorithm="heatbath", every=1,
                  keep_configs=True, comm=None):
-    """n measured configurations of the action `couplings` (scalars); global configs on every rank."""
+    """n configurations of the action `couplings` (scalars) and their observables.
+
+    Each rank keeps its own blocks; one allgather at the end assembles the (small) global
+    configurations on every rank and the observables are measured on them with numpy, so the chain
+    costs no collective call per configuration (the MPI runs are oversubscribed)."""
     comm = comm or MPI.COMM_WORLD
     lat = qftml.Lattice(shape, comm=comm)
     act = qftml.Action(lat, couplings.get("w", 0.0), couplings.get("a", 0.0), couplings.get("b", 0.0),
                        couplings.get("r", 0.0), g=couplings.get("g", 0.0), extra_offsets=extra_offsets, field=field)
     s = qftml.Sampler(act, seed=seed, algorithm=algorithm)
     s.thermalize(200)
-    recs, cfgs = [], []
-    for _ in range(n):
+    blocks = np.empty((n,) + lat.local_shape)
+    for i in range(n):
         s.sweep(every)
-        recs.append(qftml.measure(s.field, act))
-        if keep_configs:
-            cfgs.append(s.field.gather(0))
-    obs = {k: np.array([r[k] for r in recs]) for k in recs[0]}
-    configs = None
-    if keep_configs:
-        configs = comm.bcast(np.array(cfgs) if comm.rank == 0 else None, root=0)
-    return obs, configs
+        blocks[i] = s.field.local
+    cf = np.empty((n,) + tuple(shape))
+    for sl, blk in comm.allgather((lat.local_slices, blocks)):
+        cf[(slice(None),) + sl] = blk
+    last = qftml.measure(s.field, act)
+    obs = numpy_observables(cf, couplings, act.offsets)
+    np.testing.assert_allclose(obs["action"][-1], last["action"], rtol=1e-10)  # numpy == engine
+    return obs, (cf if keep_configs else None)
+
+
+def numpy_observables(cf, couplings, offsets):
+    """The observables of qftml.measure for configurations cf (n, *shape), in numpy."""
+    d = cf.ndim - 1
+    axes = tuple(range(1, d + 1))
+    M = cf.sum(axis=axes)
+    V = np.prod(cf.shape[1:])
+    m = M / V
+    links = np.stack([(cf * np.roll(cf, [-o for o in off], axis=axes)).sum(axis=axes) for off in offsets], axis=1)
+    p2, p4 = (cf ** 2).sum(axis=axes), (cf ** 4).sum(axis=axes)
+    g = couplings.get("g", 0.0)
+    act = (-couplings.get("w", 0.0) * links[:, :d].sum(1) - g * links[:, d:].sum(1) + couplings.get("a", 0.0) * p2
+           + couplings.get("b", 0.0) * p4 + couplings.get("r", 0.0) * M)
+    return {"M": M, "m": m, "abs_m": np.abs(m), "m2": m * m, "m4": m ** 4, "sum_phi2": p2, "sum_phi4": p4,
+            "action": act, "link_sums": links, "slice_sums": cf.sum(axis=axes[1:])}
 
 
 def gaussian_ensemble(n=3000, seed=11, keep_configs=True):
@@ -263,27 +283,29 @@ def test_file_hyperslab_route_inhomogeneous_s_matches_in_memory(tmp_path):
     act = qftml.Action.from_global(lat, {"w": w, "a": a})
     s = qftml.Sampler(act, seed=4, algorithm="heatbath")
     s.thermalize(200)
-    recs, cfgs = [], []
-    for _ in range(800):
+    blocks = np.empty((800,) + lat.local_shape)
+    for i in range(800):
         s.sweep(1)
-        recs.append(qftml.measure(s.field, act))
-        cfgs.append(s.field.gather(0))
-    obs = {k: np.array([r[k] for r in recs]) for k in recs[0]}
+        blocks[i] = s.field.local
+    cf = np.empty((800,) + SHAPE)
+    for sl, blk in comm.allgather((lat.local_slices, blocks)):
+        cf[(slice(None),) + sl] = blk
+    obs = numpy_observables(cf, {}, [(1, 0), (0, 1)])
+    nn = [np.roll(cf, -1, axis=1 + mu) for mu in range(2)]
+    obs["action"] = (-(w[..., 0] * cf * nn[0] + w[..., 1] * cf * nn[1]) + a * cf ** 2).sum(axis=(1, 2))
+    assert np.isclose(obs["action"][-1], act.action(s.field), rtol=1e-10)  # numpy S == engine S
     path = comm.bcast(str(tmp_path / "s_inhom.h5") if comm.rank == 0 else None, root=0)
     if comm.rank == 0:
-        write_ensemble_file(path, SHAPE, obs, np.array(cfgs), {"w": w, "a": a, "b": 0.0, "r": 0.0})
+        write_ensemble_file(path, SHAPE, obs, cf, {"w": w, "a": a, "b": 0.0, "r": 0.0})
     comm.Barrier()
     ens = open_ensemble(path)
     target = TargetSpec(base="action", kappa=W0, mu2=2 * A0 - 4 * W0, lam=0.0, extra="nnn", g=0.02)
     inp = compute_inputs([ens], [target])
     assert inp.sources["S(phi)"] == "stored" and inp.sources["links(1,1)"] == "configs"
-    # independent A - S: both actions evaluated on the full configurations on one rank's copy
-    cf = comm.bcast(np.array(cfgs) if comm.rank == 0 else None, root=0)
+    # independent A - S: both actions evaluated in numpy on the full configurations
     sh = [np.roll(cf, (-1, -1), axis=(1, 2)), np.roll(cf, (-1, 1), axis=(1, 2))]
-    nn = [np.roll(cf, -1, axis=1 + mu) for mu in range(2)]
-    s_val = (-(w[..., 0] * cf * nn[0] + w[..., 1] * cf * nn[1]) + a * cf ** 2).sum(axis=(1, 2))
+    s_val = obs["action"]
     a_val = (-W0 * cf * (nn[0] + nn[1]) - 0.02 * cf * (sh[0] + sh[1]) + A0 * cf ** 2).sum(axis=(1, 2))
-    np.testing.assert_allclose(s_val, obs["action"], rtol=1e-10)
     np.testing.assert_allclose(inp.deltas[0], a_val - s_val, rtol=1e-9, atol=1e-9)
     # the same via an inhomogeneous target file (A(phi) from each rank's hyperslab)
     from qftml.couplings_io import write_global_couplings
@@ -293,7 +315,15 @@ def test_file_hyperslab_route_inhomogeneous_s_matches_in_memory(tmp_path):
                                        "g": np.full(SHAPE + (2,), 0.02)}, extra_offsets=NNN)
     comm.Barrier()
     inp2 = compute_inputs([ens], [TargetSpec(base="action", couplings=cpath)])
+    assert inp2.sources[f"A(phi) of {cpath}"] == "configs"
     np.testing.assert_allclose(inp2.deltas[0], a_val - s_val, rtol=1e-9, atol=1e-9)
+    # without stored S(phi) and slice sums, both come from the hyperslabs too
+    bare = Ensemble(SHAPE, {k: v for k, v in obs.items() if k not in ("action", "slice_sums")},
+                    {"w": w, "a": a}, configs=cf)
+    inp3 = compute_inputs([bare], [target])
+    assert inp3.sources["S(phi)"] == "configs"
+    np.testing.assert_allclose(inp3.deltas[0], a_val - s_val, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(inp3.primaries["corr"], inp.primaries["corr"], rtol=1e-10)
 
 
 @pytest.mark.mpi

@@ -16,8 +16,8 @@ A - S is computed per configuration from sufficient statistics where that is pos
   * link types the ensemble did not store (e.g. nnn links on an ensemble of an action without them),
     an inhomogeneous target or an inhomogeneous S without stored /observables/action are computed
     from the configurations: every rank reads its own hyperslab of each configuration (never the
-    whole ensemble, never the whole lattice on one rank), sets field.local = block and measures
-    with qftml.measure / Action.action (one small allreduce per configuration).
+    whole ensemble, never the whole lattice on one rank), sets field.local = block, refreshes the
+    halos and sums the engine's local gradient densities; one Allreduce over all configurations.
 
 Exports:
     Ensemble(shape, observables, couplings, extra_offsets=(), field="real", configs=None, name=...)
@@ -41,7 +41,6 @@ from mpi4py import MPI
 
 from qftml.action import NNN_2D, Action, homogeneous_couplings
 from qftml.lattice import Field, Lattice
-from qftml.observables import measure
 from qftml.reweighting import ReweightError, primary_observables
 
 FAMILIES = ("w", "g", "a", "b", "r")
@@ -528,50 +527,98 @@ def _statistics_from_configs(ensembles, lattice, keys, s_local, needed_obs=(), p
 
     keys: ("link", offset), "sum_phi2", "sum_phi4", "M", "action_S", ("action_A", file).
     needed_obs: stored-observable names to recompute too (returned as ("obs", name)).
+    Each rank reads its block of configuration i, sets field.local, refreshes the halos (neighbour
+    messages only) and takes the engine's local gradient densities (-phi_x phi_{x+e}, phi^2, ...);
+    their local sums are collected for all configurations and reduced with ONE Allreduce at the
+    end, so no collective call per configuration. S(phi) = sum_theta theta . dS/dtheta (S is linear
+    in its couplings), likewise A(phi).
     """
+    from qftml.couplings_io import read_couplings
+
+    comm = lattice.comm
     ens0 = ensembles[0]
     d = ens0.ndim
     units = ens0.offsets[:d]
     extra = sorted({k[1] for k in keys if isinstance(k, tuple) and k[0] == "link" and k[1] not in units})
-    # a probe action with the needed link offsets; its couplings only matter for its `action`, unused
-    probe = Action(lattice, 0.0, 1.0, 1.0, 0.0, g=0.0, extra_offsets=[list(e) for e in extra],
-                   field=ens0.field)
-    probe_offsets = probe.offsets
-    s_action = None
+    # a probe action carrying the needed link offsets; only its densities are used
+    probe = Action(lattice, 0.0, 1.0, 1.0, 0.0, g=0.0, extra_offsets=[list(e) for e in extra], field=ens0.field)
+    probe_extra = [tuple(o) for o in probe.offsets[d:]]
+    couplings_of = {}
     if "action_S" in keys:
         s_action = Action(lattice, *[s_local.get(f, 0.0) for f in ("w", "a", "b", "r")], g=s_local.get("g", 0.0),
                           extra_offsets=[list(e) for e in ens0.extra_offsets], field=ens0.field)
-    a_actions = {}
+        couplings_of["action_S"] = (s_action, s_local)
     for k in keys:
         if isinstance(k, tuple) and k[0] == "action_A":
-            a_actions[k[1]] = _action_from_file(k[1], lattice, ens0.field)
-    fld = Field(lattice)
+            act = _action_from_file(k[1], lattice, ens0.field)
+            local, _ = read_couplings(k[1], lattice)
+            couplings_of[k] = (act, local)
+
+    def column(key):
+        if isinstance(key, tuple) and key[0] == "link":
+            off, neg = key[1], tuple(-c for c in key[1])
+            if off in units or neg in units:
+                mu = units.index(off if off in units else neg)
+                return lambda dens, phi: -dens["w"][..., mu].sum()
+            j = next(q for q, o in enumerate(probe_extra) if o == off or o == neg)
+            return lambda dens, phi: -dens["g"][..., j].sum()
+        if key == "sum_phi2":
+            return lambda dens, phi: (phi * phi).sum()
+        if key == "sum_phi4":
+            return lambda dens, phi: (phi ** 4).sum()
+        if key == "M":
+            return lambda dens, phi: phi.sum()
+        raise KeyError(key)
+
+    scalar_keys = [k for k in keys if k not in couplings_of]
+    want_obs = set(needed_obs)
+    scalar_obs = [k for k in ("M", "sum_phi2", "sum_phi4") if want_obs & {k, "m", "abs_m", "m2", "m4"}
+                  and (k == "M" or k in want_obs)]
+    cols = [column(k) for k in scalar_keys] + [column(k) for k in scalar_obs]
+    action_keys = list(couplings_of)
     n = sum(e.n_cfg for e in ensembles)
-    out = {k: np.empty(n) for k in keys}
-    for k in needed_obs:
-        out[("obs", k)] = np.empty((n, ens0.shape[0])) if k == "slice_sums" else np.empty(n)
+    local = np.zeros((n, len(cols) + len(action_keys)))
+    L0 = ens0.shape[0]
+    slices = np.zeros((n, L0)) if "slice_sums" in want_obs else None
+    t0, nt = lattice.local_offset[0], lattice.local_shape[0]
+    fld = Field(lattice)
     it = ((e, i) for e in ensembles for i in range(e.n_cfg))
-    if progress and lattice.comm.rank == 0:
+    if progress and comm.rank == 0:
         from tqdm import tqdm
         it = tqdm(it, total=n, desc="A - S from configs", unit="cfg")
     sl = lattice.local_slices
     for j, (e, i) in enumerate(it):
-        fld.local = np.asarray(e.configs[(i,) + sl], dtype=float)
+        phi = np.asarray(e.configs[(i,) + sl], dtype=float)
+        fld.local = phi
         fld.exchange_halos()
-        m = measure(fld, probe)
-        for k in keys:
-            if isinstance(k, tuple) and k[0] == "link":
-                neg = tuple(-c for c in k[1])
-                idx = next(q for q, o in enumerate(probe_offsets) if o == k[1] or o == neg)
-                out[k][j] = m["link_sums"][idx]
-            elif k in ("sum_phi2", "sum_phi4", "M"):
-                out[k][j] = m[k]
-            elif k == "action_S":
-                out[k][j] = s_action.action(fld)
-            elif isinstance(k, tuple) and k[0] == "action_A":
-                out[k][j] = a_actions[k[1]].action(fld)
-        for k in needed_obs:
-            out[("obs", k)][j] = m[k]
+        dens = probe.gradient_densities(fld)
+        for c, fn in enumerate(cols):
+            local[j, c] = fn(dens, phi)
+        for c, k in enumerate(action_keys):
+            act, theta = couplings_of[k]
+            da = act.gradient_densities(fld)
+            local[j, len(cols) + c] = sum(float(np.sum(np.asarray(theta.get(f, 0.0)) * da[f]))
+                                          for f in FAMILIES if f in da and da[f].size)
+        if slices is not None:
+            slices[j, t0:t0 + nt] = phi.reshape(nt, -1).sum(axis=1)
+    comm.Allreduce(MPI.IN_PLACE, local, op=MPI.SUM)
+    if slices is not None:
+        comm.Allreduce(MPI.IN_PLACE, slices, op=MPI.SUM)
+    out = {}
+    for c, k in enumerate(scalar_keys):
+        out[k] = local[:, c].copy()
+    off = len(scalar_keys)
+    for c, k in enumerate(scalar_obs):
+        out[("obs", k)] = local[:, off + c].copy()
+    for c, k in enumerate(action_keys):
+        out[k] = local[:, len(cols) + c].copy()
+    if want_obs & {"m", "abs_m", "m2", "m4"}:
+        m = out[("obs", "M")] / ens0.volume
+        for name, v in (("m", m), ("abs_m", np.abs(m)), ("m2", m * m), ("m4", m ** 4)):
+            if name in want_obs:
+                out[("obs", name)] = v
+    if slices is not None:
+        out[("obs", "slice_sums")] = slices
     return out
 
 
