@@ -49,6 +49,11 @@ def now_utc() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def stamp(comm) -> str:
+    """Rank 0's time, on every rank (attributes written collectively must agree)."""
+    return comm.bcast(now_utc(), root=0)
+
+
 def log(comm, msg):
     """One timestamped line on rank 0 (stderr)."""
     if comm.rank == 0:
@@ -177,6 +182,7 @@ class _Progress:
         self.comm, self.quiet, self.total = comm, quiet, total
         self.bar = None
         self.t0, self.s0 = time.time(), initial
+        self.last_log = -1e9
         if comm.rank == 0 and not quiet:
             from tqdm import tqdm
 
@@ -188,8 +194,10 @@ class _Progress:
             self.bar.update(s - self.bar.n)
             self.bar.set_postfix(postfix, refresh=False)
 
-    def log_line(self, s, **info):
-        if self.quiet:
+    def log_line(self, s, force=False, **info):
+        # quiet (batch) runs: a line at most every 10 s, so logs stay short on long runs
+        if self.quiet and self.comm.rank == 0 and (force or time.time() - self.last_log >= 10.0):
+            self.last_log = time.time()
             rate = (s - self.s0) / max(time.time() - self.t0, 1e-9)
             extra = ", ".join(f"{k} {v}" for k, v in info.items())
             log(self.comm, f"sweep {s}/{self.total}, {rate:.1f} sweeps/s" + (f", {extra}" if extra else ""))
@@ -266,14 +274,14 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
         sampler.step = float(state["step"])
         writer = EnsembleWriter.reopen(out_path, lattice, int(state["n_records"]), layout, store, write_path)
         runs = list(old_attrs.get("runs", []))
-        start_time = old_attrs.get("start_time", now_utc())
+        start_time = old_attrs.get("start_time", stamp(comm))
         acc_sum, acc_sweeps = float(state.get("acc_sum", 0.0)), int(state.get("acc_sweeps", 0))
     else:
         if comm.rank == 0:
             for stale in (ckpt_path, ckpt_path + ".tmp"):
                 if os.path.exists(stale):
                     os.remove(stale)
-        start_time = now_utc()
+        start_time = stamp(comm)
         runs = []
         attrs = {
             "action": dict(cfg["action"], offsets=[list(o) for o in action.offsets], couplings_sha256=digest or ""),
@@ -288,7 +296,7 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
         writer = EnsembleWriter.create(out_path, lattice, attrs, layout, action.couplings(), store_configs=store,
                                        batch=batch, write_path=write_path, couplings_attrs=couplings_attrs(action))
         acc_sum, acc_sweeps = 0.0, 0
-    runs.append({"start": now_utc(), "end": "", "n_ranks": comm.size, "process_grid": list(lattice.grid),
+    runs.append({"start": stamp(comm), "end": "", "n_ranks": comm.size, "process_grid": list(lattice.grid),
                  "write_path": write_path, "first_sweep": sampler.sweep_index, "first_record": writer.n_records,
                  "exit": "running"})
     writer.set_attrs(process_grid=np.array(lattice.grid, dtype=np.int64), n_ranks=comm.size,
@@ -301,11 +309,12 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
     with StopFlag(comm) as stop:
         code = _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, write_path, T, N,
                       batch, stop, quiet, acc_sum, acc_sweeps, resume)
-    runs[-1].update(end=now_utc(), last_sweep=sampler.sweep_index, last_record=writer.n_records,
+    end = stamp(comm)
+    runs[-1].update(end=end, last_sweep=sampler.sweep_index, last_record=writer.n_records,
                     exit="complete" if code == EXIT_OK else "preempted")
     final = {"runs": runs}
     if code == EXIT_OK:
-        final.update(complete=True, end_time=now_utc())
+        final.update(complete=True, end_time=end)
     writer.set_attrs(**final)
     writer.close()
     if code == EXIT_PREEMPTED:
@@ -339,7 +348,7 @@ def _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, writ
             "physics": physics, "sweep_index": sampler.sweep_index, "step": sampler.step,
             "n_records": writer.n_records, "phase": "thermalize" if sampler.sweep_index < T else "production",
             "acc_sum": acc_sum, "acc_sweeps": acc_sweeps, "n_ranks": comm.size,
-            "process_grid": list(lattice.grid), "time": now_utc(), "package_version": qftml.__version__,
+            "process_grid": list(lattice.grid), "time": stamp(comm), "package_version": qftml.__version__,
         }, write_path)
         last_ckpt = sampler.sweep_index
         progress.log_line(sampler.sweep_index, records=f"{writer.n_records}/{N}",
@@ -390,6 +399,7 @@ def _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, writ
                 acc_sum += acc * k * every
                 acc_sweeps += k * every
                 progress.update(s, acc=f"{acc:.3f}", records=f"{n_rec}/{N}")
+                progress.log_line(s, records=f"{n_rec}/{N}", acceptance=f"{acc:.3f}")
             if ckpt_due or n_rec == N or stopping:
                 checkpoint()
             if stopping:
