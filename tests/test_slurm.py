@@ -73,6 +73,8 @@ def fake_bin(tmp_path):
     (d / "qftml").write_text(FAKE_QFTML.format(python=sys.executable))
     (d / "qftml").chmod(0o755)
     os.symlink(sys.executable, d / "python")
+    for tool in ("mpiexec", "hydra_pmi_proxy"):  # the MPICH wheel's hydra (it starts the proxy beside itself)
+        os.symlink(os.path.join(BIN, tool), d / tool)
     rec = tmp_path / "records"
     rec.mkdir()
     return d, rec
@@ -208,14 +210,16 @@ def test_srun_pmi2_gives_mpich_wheel_a_two_rank_world(cluster, tmp_path):
     assert sorted(r.stdout.split("\n")[:2]) == ["0 2", "1 2"], r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("template", [t for t in qs.TEMPLATES])
-def test_every_template_runs_two_ranks_under_srun(cluster, tmp_path, fake_bin, template):
-    """Each template's job calls `qftml <command>` with its arguments on a 2-rank COMM_WORLD."""
+@pytest.mark.parametrize("template,launcher", [(t, "srun") for t in qs.TEMPLATES] + [("sample", "mpirun")])
+def test_every_template_runs_two_ranks_under_srun(cluster, tmp_path, fake_bin, template, launcher):
+    """Each template's job calls `qftml <command>` with its arguments on a 2-rank COMM_WORLD
+    (srun --mpi=pmi2; and the MPICH wheel's mpiexec inside the allocation)."""
     bindir, rec = fake_bin
     cfg = write_config(tmp_path / "c.toml", "out.h5")
     sweep = "action.mu2=[-1.0, -0.9]" if template == "sweep" else None
     job = qs.render(template, cfg, ["sampler.seed=5"], opts(python=str(bindir / "python"), ntasks=2,
-                                                           workdir=str(tmp_path), overcommit=True), sweep=sweep)
+                                                           workdir=str(tmp_path), overcommit=True,
+                                                           launcher=launcher), sweep=sweep)
     env = dict(cluster.env, FAKE_QFTML_RECORDS=str(rec))
     j = qs.submit(job, script_path=tmp_path / "job.sbatch", env=env)
     assert j.wait(timeout=90, poll=0.3) == "COMPLETED"
@@ -287,37 +291,61 @@ def test_config_with_shell_metacharacters_runs_safely_under_sbatch(cluster, tmp_
     assert_no_injection(tmp_path, cluster.base, os.getcwd())
 
 
-def test_sample_then_analyze_chain_and_array_sweep(cluster, tmp_path):
-    """Real commands: sample -> analyze (afterok), and a 3-task sweep over mu2, one file per task."""
+def test_sample_then_analyze_chain(cluster, tmp_path):
+    """Real commands, the two-command recipe of docs/cluster.md: sample (2 ranks) -> analyze."""
     reason = sample_works()
     if reason:
         pytest.skip(reason)
     from qftml.ensemble_io import read_attrs
 
-    cfg = write_config(tmp_path / "run.toml", "ens.h5", sweeps=300, thermalize=50)
-    o = opts(workdir=str(tmp_path), overcommit=True)
-    sample = qs.submit(qs.render("sample", cfg, [], o), script_path=tmp_path / "s.sbatch", env=cluster.env)
-    analysis = qs.submit(qs.render("analyze", cfg, [], opts(ntasks=1, workdir=str(tmp_path), overcommit=True)),
-                         after=[sample], script_path=tmp_path / "a.sbatch", env=cluster.env)
-    sweep = qs.submit(qs.render("sweep", cfg, [], o, sweep="action.mu2=[-1.2, -0.9515, -0.7]"),
-                      script_path=tmp_path / "w.sbatch", env=cluster.env)
+    cfg = write_config(tmp_path / "run.toml", "ens.h5", sweeps=150, thermalize=50)
+    env = dict(cluster.env)
+    cli = [os.path.join(BIN, "qftml"), "slurm", "submit", str(cfg), "--time", "00:05:00", "--overcommit",
+           "--quiet"]
+    first = subprocess.run(cli + ["--template", "sample"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           check=True).stdout.strip()
+    second = subprocess.run(cli + ["--template", "analyze", "--after", first], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert first.isdigit() and second.isdigit()
+    sample, analysis = qs.Job(first, [str(tmp_path / "ens.h5")], env=env), \
+        qs.Job(second, [str(tmp_path / "ens.analysis.json")], env=env)
     try:
-        qs.wait([sample, analysis, sweep], timeout=150, poll=0.5)
+        qs.wait([sample, analysis], timeout=120, poll=0.5)
     finally:
         logs = "\n".join(p.name + ":\n" + p.read_text() for p in tmp_path.glob("slurm-*.out"))
-    attrs = read_attrs(tmp_path / "ens.h5")
-    assert attrs["n_ranks"] == 2, logs
-    result = qs.collect(analysis)
-    obs = qs.collect(sample)
-    assert len(obs["m2"]) == 300
-    # The analysis job read the ensemble the sample job wrote: its mean of m^2 is that of the file.
-    flat = json.dumps(result)
-    assert "m2" in flat, flat[:500]
-    assert sweep.outputs == [str(tmp_path / f"ens.task{i:03d}.h5") for i in range(3)]
-    for path, mu2 in zip(sweep.outputs, (-1.2, -0.9515, -0.7)):
+    assert read_attrs(tmp_path / "ens.h5")["n_ranks"] == 2, logs
+    obs, result = qs.collect(sample), qs.collect(analysis)
+    assert len(obs["m2"]) == 150 and result["n_records"] == 150
+    # The analysis job read the file the sample job wrote (no thermalisation cut, no binning).
+    assert result["observables"]["m2"]["mean"] == pytest.approx(np.mean(obs["m2"]), rel=1e-12)
+    rec = {r["JobId"]: r for r in qs._parse_scontrol(cluster.run(["scontrol", "-o", "show", "job"]).stdout)}
+    assert rec[second]["StartTime"] >= rec[first]["EndTime"]
+
+
+def test_example_pipeline_sweep_then_analyses(cluster, tmp_path):
+    """examples/slurm_pipeline.py: array job (one ensemble file per task) -> analyses -> table."""
+    reason = sample_works()
+    if reason:
+        pytest.skip(reason)
+    from qftml.ensemble_io import read_attrs
+
+    cfg = write_config(tmp_path / "run.toml", "ens.h5", sweeps=150, thermalize=50)
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+                           "slurm_pipeline.py")
+    r = subprocess.run([sys.executable, example, str(cfg), "--sweep", "action.mu2=[-1.2, -0.7]", "--time",
+                        "00:05:00", "--overcommit", "--timeout", "150"], cwd=tmp_path, env=cluster.env,
+                       capture_output=True, text=True, timeout=200)
+    logs = "\n".join(p.name + ":\n" + p.read_text() for p in tmp_path.glob("slurm-*.out"))
+    assert r.returncode == 0, r.stdout + r.stderr + logs
+    outputs = [tmp_path / f"ens.task{i:03d}.h5" for i in range(2)]
+    for path, mu2 in zip(outputs, (-1.2, -0.7)):
         a = read_attrs(path)
-        assert a["action"]["mu2"] == mu2 and a["n_ranks"] == 2, (path, a["action"], logs)
-        assert len(qs.collect(path)["m"]) == 300
+        assert a["action"]["mu2"] == mu2 and a["n_ranks"] == 2 and a["n_records"] == 150, (path, a["action"])
+    rows = [line.split() for line in r.stdout.splitlines() if line.strip().startswith(("-1.2 ", "-0.7 "))]
+    assert [row[0] for row in rows] == ["-1.2", "-0.7"] and all(len(row) == 10 for row in rows), r.stdout
+    # deeper in the broken phase <|m|> is larger: by far more than 4 combined standard errors
+    (m_a, e_a), (m_b, e_b) = [(float(row[1]), float(row[3])) for row in rows]
+    assert m_a - m_b > 4 * (e_a ** 2 + e_b ** 2) ** 0.5, rows
 
 
 def _wait_for(predicate, timeout, what):
@@ -338,7 +366,7 @@ def test_preempted_job_checkpoints_requeues_and_matches_uninterrupted_run(cluste
         pytest.skip(reason)
     from qftml.ensemble_io import read_attrs, read_configs
 
-    sweeps = 3000
+    sweeps = 1500
     runs = {}
     for name in ("interrupted", "reference"):
         d = tmp_path / name
