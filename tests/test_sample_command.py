@@ -244,3 +244,19 @@ def test_gaussian_ensemble_matches_exact_propagator(tmp_path):
         o.gamma_method()
         assert abs(o.value - exact) < 4 * o.dvalue, (name, o.value, o.dvalue, exact)
         assert o.dvalue < 0.05 * exact  # the test has power
+
+
+def test_the_reading_snippet_in_the_docs_runs(reference, tmp_path):
+    """docs/ensembles.md's plain-h5py snippet, run on a real ensemble."""
+    import contextlib
+    import io
+    import re
+
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "ensembles.md")).read()
+    snippet = re.search(r"```python\n(.*?)```", doc, re.S).group(1).replace('"phi4_critical.h5"', repr(reference))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(snippet, {})
+    n, m_mean, energy, kappa, shape = out.getvalue().split(maxsplit=4)
+    assert int(n) == 50 and float(kappa) == 0.3 and shape.strip() == "(16, 8)"
+    assert 0 < float(energy) < 2  # phi_x phi_{x+mu} summed over mu: positive for kappa > 0

@@ -307,12 +307,13 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
               f"write path {write_path}")
 
     with StopFlag(comm) as stop:
-        code = _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, write_path, T, N,
-                      batch, stop, quiet, acc_sum, acc_sweeps, resume)
+        code, acceptance = _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, write_path,
+                                  T, N, batch, stop, quiet, acc_sum, acc_sweeps, resume)
     end = stamp(comm)
     runs[-1].update(end=end, last_sweep=sampler.sweep_index, last_record=writer.n_records,
                     exit="complete" if code == EXIT_OK else "preempted")
-    final = {"runs": runs}
+    # the tuned Metropolis step and the mean acceptance over the recorded sweeps so far
+    final = {"runs": runs, "step": sampler.step, "acceptance": acceptance}
     if code == EXIT_OK:
         final.update(complete=True, end_time=end)
     writer.set_attrs(**final)
@@ -369,7 +370,7 @@ def _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, writ
             if (K and s % K == 0) or stopping:
                 checkpoint()
             if stopping:
-                return EXIT_PREEMPTED
+                return EXIT_PREEMPTED, (acc_sum / acc_sweeps if acc_sweeps else float("nan"))
         sampler.reset_counters()
         shape = tuple(lattice.local_shape)
         cfg_buf = np.empty((batch,) + shape) if store else None
@@ -403,9 +404,9 @@ def _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, writ
             if ckpt_due or n_rec == N or stopping:
                 checkpoint()
             if stopping:
-                return EXIT_PREEMPTED
+                return EXIT_PREEMPTED, (acc_sum / acc_sweeps if acc_sweeps else float("nan"))
         if last_ckpt != s:
             checkpoint()
-        return EXIT_OK
+        return EXIT_OK, (acc_sum / acc_sweeps if acc_sweeps else float("nan"))
     finally:
         progress.close()
