@@ -191,7 +191,8 @@ class JobOptions:
     mpi: str = "pmi2"                     # srun --mpi: pmi2 (MPICH, incl. the pip wheel), pmix (Open MPI)
     launcher: str = "srun"                # srun, or mpirun (the mpiexec beside the python interpreter)
     overcommit: bool = False              # more tasks than CPUs (small test clusters)
-    signal_seconds: int = 300             # USR1 this long before the time limit (0: no signal)
+    signal_seconds: int | None = None     # USR1 this long before the time limit (0: none); default
+                                          # 300 for sample (it checkpoints on USR1), else 0
     requeue: bool = True
     log: str | None = None                # sbatch --output; default slurm-%x-%j.out (%A_%a for arrays)
     workdir: str | None = None            # --chdir; default: the current directory
@@ -329,7 +330,13 @@ def render(template: str, config, overrides=(), options: JobOptions | None = Non
     python = options.python or sys.executable
     bindir = os.path.dirname(python)
     ntasks = options.ntasks or (1 if name == "analyze" else 2)
-    if options.signal_seconds < 0:
+    sampling = name == "sample" or (name == "sweep" and (command or "sample") == "sample")
+    signal_seconds = options.signal_seconds
+    if signal_seconds is None:
+        # Only `qftml sample` catches USR1 (checkpoint, exit 3); for other commands the signal's
+        # default action would just end the run early.
+        signal_seconds = 300 if sampling else 0
+    if signal_seconds < 0:
         raise ConfigError("signal_seconds must be >= 0")
     values = {
         "job_name": options.job_name or f"{name}-{config.stem}",
@@ -337,7 +344,7 @@ def render(template: str, config, overrides=(), options: JobOptions | None = Non
         "time": str(options.time), "partition": options.partition, "account": options.account,
         "qos": options.qos, "workdir": str(workdir),
         "overcommit": "--overcommit" if options.overcommit else None,
-        "signal": f"USR1@{int(options.signal_seconds)}" if options.signal_seconds else None,
+        "signal": f"USR1@{int(signal_seconds)}" if signal_seconds else None,
         "requeue": "--requeue" if options.requeue else "--no-requeue",
         "qftml": os.path.join(bindir, "qftml"), "python": python, "mpiexec": os.path.join(bindir, "mpiexec"),
         "mpi": options.mpi, "launcher": options.launcher,

@@ -43,8 +43,9 @@ def _job_arguments(p: argparse.ArgumentParser, submit: bool):
     g.add_argument("--launcher", choices=("srun", "mpirun"), default="srun",
                    help="start ranks with srun (default) or the mpiexec beside the python interpreter")
     g.add_argument("--overcommit", action="store_true", help="allow more tasks than CPUs")
-    g.add_argument("--signal-seconds", type=int, default=300,
-                   help="send USR1 this many seconds before the time limit so qftml checkpoints (0: off)")
+    g.add_argument("--signal-seconds", type=int, default=None,
+                   help="send USR1 this many seconds before the time limit so qftml checkpoints "
+                        "(default 300 for sample and sweeps, 0 = off for other commands)")
     g.add_argument("--no-requeue", dest="requeue", action="store_false",
                    help="do not requeue the job after a checkpoint on a signal")
     g.add_argument("--log", help="sbatch --output pattern (default slurm-%%x-%%j.out in the working directory)")
