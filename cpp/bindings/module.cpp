@@ -1,7 +1,7 @@
 // module.cpp -- qftml._core: the only C++ that knows Python.
 //
 // Exports the classes Lattice, Field, Action, Sampler, the function measure, and helpers for
-// tests (philox4x32_10, sample_quartic). Communicators arrive as mpi4py objects and are unwrapped
+// tests (philox4x32_10, quartic_chain). Communicators arrive as mpi4py objects and are unwrapped
 // with mpi4py's C API (PyMPIComm_Get). Local fields cross as numpy arrays in natural order;
 // parity_view gives zero-copy views of the checkerboard storage. Sweeps release the GIL.
 #include <mpi.h>
@@ -234,16 +234,17 @@ PYBIND11_MODULE(_core, m) {
     return c;
   });
   m.def(
-      "sample_quartic",
+      "quartic_chain",
       [](double alpha, double beta, double j, int64_t n, uint64_t seed) {
         py::array_t<double> out(n);
         auto x = out.mutable_unchecked<1>();
         const PhiloxKey key = rng_key(seed, static_cast<uint32_t>(RngPurpose::user));
-        int64_t proposals = 0;
+        int64_t accepted = 0;
+        double y = 0.0;
         for (int64_t i = 0; i < n; ++i)
-          x(i) = sample_quartic(alpha, beta, j, static_cast<uint64_t>(i), 0, 0, key, &proposals);
-        return out;
+          x(i) = y = quartic_conditional_update(y, alpha, beta, j, 1, 0, static_cast<uint32_t>(i), key, &accepted);
+        return py::make_tuple(out, double(accepted) / double(n));
       },
       py::arg("alpha"), py::arg("beta"), py::arg("j"), py::arg("n"), py::arg("seed") = 0,
-      "n exact draws from exp(-alpha x^2 - beta x^4 + j x)");
+      "n steps of the heatbath's 1D update for exp(-alpha x^2 - beta x^4 + j x): (samples, acceptance)");
 }

@@ -96,25 +96,27 @@ void Sampler::update_segments(const std::vector<RowView>& views) {
   const double t0 = MPI_Wtime();
   const uint32_t sweep = static_cast<uint32_t>(sweep_index_);
   const bool homog = action_.homogeneous();
-  double* J = J_.data();
-  for (const RowView& v : views) {
-    if (homog) local_field<true>(v, J);
-    else local_field<false>(v, J);
-    if (action_.field_type() == FieldType::ising) {
-      const PhiloxKey key = rng_key(seed_, static_cast<uint32_t>(RngPurpose::ising));
-      accepted_ += homog ? ising_row<true>(v, J, sweep, hits_, key) : ising_row<false>(v, J, sweep, hits_, key);
-      proposed_ += v.n * hits_;
-    } else if (algorithm_ == Algorithm::metropolis) {
-      const PhiloxKey key = rng_key(seed_, static_cast<uint32_t>(RngPurpose::metropolis));
-      accepted_ += homog ? metropolis_row<true>(v, J, sweep, hits_, step_, key)
-                         : metropolis_row<false>(v, J, sweep, hits_, step_, key);
-      proposed_ += v.n * hits_;
-    } else {
-      const PhiloxKey key = rng_key(seed_, static_cast<uint32_t>(RngPurpose::heatbath));
-      accepted_ += v.n * hits_;
-      proposed_ += homog ? heatbath_row<true>(v, J, sweep, hits_, key) : heatbath_row<false>(v, J, sweep, hits_, key);
+  const int64_t proposed = [&] { int64_t n = 0; for (const RowView& v : views) n += v.n; return n; }() * hits_;
+  // Metropolis and spin-flip kernels compute the local field themselves (one pass over memory).
+  if (action_.field_type() == FieldType::ising) {
+    const PhiloxKey key = rng_key(seed_, static_cast<uint32_t>(RngPurpose::ising));
+    for (const RowView& v : views)
+      accepted_ += homog ? ising_row<true>(v, sweep, hits_, key) : ising_row<false>(v, sweep, hits_, key);
+  } else if (algorithm_ == Algorithm::metropolis) {
+    const PhiloxKey key = rng_key(seed_, static_cast<uint32_t>(RngPurpose::metropolis));
+    for (const RowView& v : views)
+      accepted_ += homog ? metropolis_row<true>(v, sweep, hits_, step_, key)
+                         : metropolis_row<false>(v, sweep, hits_, step_, key);
+  } else {
+    const PhiloxKey key = rng_key(seed_, static_cast<uint32_t>(RngPurpose::heatbath));
+    double* J = J_.data();
+    for (const RowView& v : views) {
+      if (homog) local_field<true>(v, J);
+      else local_field<false>(v, J);
+      accepted_ += homog ? heatbath_row<true>(v, J, sweep, hits_, key) : heatbath_row<false>(v, J, sweep, hits_, key);
     }
   }
+  proposed_ += proposed;
   update_seconds_ += MPI_Wtime() - t0;
 }
 

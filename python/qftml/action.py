@@ -50,14 +50,18 @@ class Action:
         self.extra_offsets = _extra_offsets(extra_offsets, lattice.ndim)
         shape, d, n_extra = lattice.local_shape, lattice.ndim, len(self.extra_offsets)
 
-        def block(x, trailing=None):
+        def block(x, name, trailing=None):
             want = shape if trailing is None else shape + (trailing,)
-            return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=float), want))
+            x = np.asarray(x, dtype=float)
+            if x.ndim and x.shape != want:
+                raise ValueError(f"coupling array {name} must be a scalar or have this rank's local shape "
+                                 f"{want}, got {x.shape}")
+            return np.ascontiguousarray(np.broadcast_to(x, want))
 
         if g is None:
             g = 0.0
-        self._core = _core.Action(lattice._core, field, self.extra_offsets, block(w, d), block(g, n_extra),
-                                  block(a), block(b), block(r))
+        self._core = _core.Action(lattice._core, field, self.extra_offsets, block(w, "w", d),
+                                  block(g, "g", n_extra), block(a, "a"), block(b, "b"), block(r, "r"))
 
     @classmethod
     def homogeneous(cls, lattice, kappa=1.0, mu2=-0.9515, lam=0.7, h=0.0, field="real", extra=None, g=0.0):
