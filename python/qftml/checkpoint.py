@@ -90,7 +90,8 @@ def read_checkpoint(path, lattice):
 
 def _read(path, lattice):
     if not os.path.exists(path):
-        raise CheckpointError(f"no checkpoint {path}: nothing to resume (run without --resume to start a new chain)")
+        raise CheckpointError(f"no checkpoint {path}: nothing to resume (start a new chain without --resume; "
+                              f"add --set output.overwrite=true if its ensemble file exists)")
     block = None
     try:
         with _h5open(path, "r") as f:
