@@ -314,8 +314,18 @@ def plot_scan(cfg, points, direct, stem, title=None):
             for ax, (lab, fn) in zip(axes[0], parts):
                 v = np.array([fn(complex(np.asarray(p.estimates[name].value))) for p in points])
                 e = np.array([fn(complex(np.asarray(_err(p.estimates[name], which)))) for p in points])
-                ax.fill_between(x, v - e, v + e, color="C0", alpha=0.3, lw=0, label=f"reweighted ({which} error)")
-                ax.plot(x, v, "-", color="C0", lw=1)
+                # band over reliable stretches only; flagged points stand alone (their errors mislead)
+                ok = ~bad
+                ax.fill_between(x, v - e, v + e, where=ok, color="C0", alpha=0.3, lw=0,
+                                label=f"reweighted ({which} error)")
+                ax.plot(np.where(ok, x, np.nan), np.where(ok, v, np.nan), "-", color="C0", lw=1)
+                if ok.any() and bad.any():
+                    lo, hi = np.min((v - e)[ok]), np.max((v + e)[ok])
+                    for p in direct:
+                        dv = fn(complex(np.asarray(p.estimates[name].value)))
+                        lo, hi = min(lo, dv), max(hi, dv)
+                    pad = 0.5 * (hi - lo) + 1e-12
+                    ax.set_ylim(lo - pad, hi + pad)   # flagged points may leave the frame
                 ax.plot(x[~bad], v[~bad], "o", color="C0", ms=4)
                 if bad.any():
                     ax.errorbar(x[bad], v[bad], e[bad], fmt="o", mfc="white", mec="red", ecolor="red", ms=6,
