@@ -260,3 +260,32 @@ def test_the_reading_snippet_in_the_docs_runs(reference, tmp_path):
     n, m_mean, energy, kappa, shape = out.getvalue().split(maxsplit=4)
     assert int(n) == 50 and float(kappa) == 0.3 and shape.strip() == "(16, 8)"
     assert 0 < float(energy) < 2  # phi_x phi_{x+mu} summed over mu: positive for kappa > 0
+
+
+def test_inhomogeneous_couplings_file_and_refusal_when_it_changes(tmp_path):
+    """[action] couplings = file: each rank reads its hyperslab; the stored action values equal S
+    computed independently with numpy from the stored configurations; editing the file afterwards
+    makes --resume refuse (its sha256 is part of the physics)."""
+    from qftml.couplings_io import write_global_couplings
+
+    d = str(tmp_path)
+    rng = np.random.default_rng(5)
+    c = {"w": 0.1 + 0.3 * rng.random((16, 8, 2)), "a": 0.8 + 0.4 * rng.random((16, 8)),
+         "b": 0.1 + 0.2 * rng.random((16, 8)), "r": 0.1 * rng.standard_normal((16, 8))}
+    cfile = os.path.join(d, "theta.h5")
+    write_global_couplings(cfile, c)
+    text = CONFIG.replace("[action]", f"[action]\ncouplings = {cfile!r}")
+    cfg = write_config(d, "inh", text=text)
+    r = qftml([cfg, "--set", "sampler.sweeps=20"])
+    assert r.returncode == 0, r.stderr
+    phi, obs, attrs = load(os.path.join(d, "inh.h5"))
+    S = (-sum((c["w"][..., mu] * phi * np.roll(phi, -1, axis=1 + mu)).sum(axis=(1, 2)) for mu in range(2))
+         + (c["a"] * phi ** 2 + c["b"] * phi ** 4 + c["r"] * phi).sum(axis=(1, 2)))
+    np.testing.assert_allclose(obs["action"], S, rtol=1e-11)
+    with h5py.File(os.path.join(d, "inh.h5"), "r") as f:
+        for fam in ("w", "a", "b", "r"):
+            assert np.array_equal(f["couplings"][fam][...], c[fam])
+    c["a"][3, 4] += 0.01
+    write_global_couplings(cfile, c)
+    r = qftml([cfg, "--resume", "--set", "sampler.sweeps=40"], ranks=0)
+    assert r.returncode == 2 and "action.couplings_sha256: checkpoint" in r.stderr, r.stderr
