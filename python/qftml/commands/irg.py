@@ -3,16 +3,16 @@
 Steps (all collective over MPI.COMM_WORLD; the process grid is kept at every size):
  1. direct Markov-chain ensembles at L/b and L ([lattice] shape = L, [action], [sampler]), written
     as ordinary ensemble files <stem>_direct_L<n>.h5 (or read from irg.small_ensemble/irg.ensemble);
- 2. Binder crossing of L/b and L (reweighting in mu2) -> mu2_c; field rescaling zeta of R_b
-    ("match": zeta^2 = <m^2>_{L/b} / <m^2>_L at mu2_c, so the blocked L ensemble has the
-    magnetisation scale of the L/b ensemble; "fixed": irg.zeta);
+ 2. Binder crossing of L/b and L (reweighting in mu2) -> mu2_c; mu2* = mu2_c or irg.mu2_critical
+    (irg.critical); field rescaling zeta of R_b ("match": zeta^2 = <m^2>_{L/b} / <m^2>_L at mu2*,
+    so the blocked L ensemble has the magnetisation scale of the L/b ensemble; "fixed": irg.zeta);
  3. training of the transposed convolution on the L ensemble (qftml.inverse_rg), weights saved;
  4. upscaling of irg.upscale_configs configurations of the L ensemble through irg.levels steps
     L -> bL -> ... -> b^k L, each level written as an ordinary ensemble file <stem>_L<n>.h5
     (/configs stored while n_cfg * volume * 8 bytes <= irg.store_max_mb, else observables only,
     plus <stem>_L<n>_snapshot.h5 with the first irg.snapshot configurations);
  5. critical exponents (qftml.critical): gamma/nu, beta/nu from FSS fits over the upscaled sizes at
-    mu2_c, nu from the flow mu2 -> mu2' of Binder-cumulant matching between the upscaled L/b
+    mu2*, nu from the flow mu2 -> mu2' of Binder-cumulant matching between the upscaled L/b
     ensemble and the direct L ensemble; direct two-size FSS for comparison; jackknife errors;
  6. results in [output] path (HDF5: /exponents, /levels, /flow, /weights) and plots
     <stem>_*.png (configurations per size, observables vs L with fits, flow, Binder curves).
@@ -41,6 +41,9 @@ IRG = {
     "noise": Spec("bool", True, help="add fitted noise in the kernel of the block average"),
     "rescale": Spec("str", "match", choices=("match", "fixed"), help="field rescaling zeta of R_b"),
     "zeta": Spec("float", 1.0, min=0.0, min_exclusive=True, help="zeta for rescale = 'fixed'"),
+    "critical": Spec("str", "crossing", choices=("crossing", "value"),
+                     help="coupling of zeta and the FSS fits: the L/b-L Binder crossing or irg.mu2_critical"),
+    "mu2_critical": Spec("float", -0.9515, help="critical mu2 for critical = 'value' (the seed's estimate)"),
     "obs_weight": Spec("float", 0.0, min=0.0, help="weight of the <phi^2> matching term in the loss"),
     "epochs": Spec("int", 2000, min=1, help="Adam steps (tanh or obs_weight > 0)"),
     "lr": Spec("float", 0.01, min=0.0, min_exclusive=True),
@@ -239,9 +242,14 @@ def run(args) -> int:
         log(f"  no Binder crossing within mu2 = {mu2_0} +- {window:.4f}: using mu2_c = mu2 = {mu2_0}")
         mu2_c, dmu2_c = mu2_0, float("nan")
     log(f"  Binder crossing L/b-L: mu2_c = {mu2_c:.5f} +- {dmu2_c:.5f} (reweighting window +-{window:.4f})")
+    mu2_star = mu2_c if irg["critical"] == "crossing" else irg["mu2_critical"]
+    if abs(mu2_star - mu2_0) > window:
+        raise ValueError(f"irg: mu2 = {mu2_star} for zeta and FSS lies outside the reweighting window "
+                         f"{mu2_0} +- {window:.4f}; sample closer to it (action.mu2)")
+    log(f"  zeta and FSS at mu2* = {mu2_star:.5f} ({irg['critical']})")
 
     def zeta_of(idx, where=None):
-        where = mu2_c if where is None else where
+        where = mu2_star if where is None else where
         ms = critical.moments(small, where - mu2_0, idx[0])["m2"]
         ml = critical.moments(large, where - mu2_0, idx[1])["m2"]
         return np.sqrt(ms / ml)
@@ -289,18 +297,21 @@ def run(args) -> int:
     zeta_c = zeta
 
     def exponents(idx):
-        """gamma/nu, beta/nu from the upscaled sizes at mu2_c; the zero-mode gain moves with zeta."""
+        """gamma/nu, beta/nu from the upscaled sizes at mu2*; the zero-mode gain moves with zeta.
+        Then the direct two-size FSS at mu2* and at the crossing, for comparison."""
         z = zeta_of(idx) if irg["rescale"] == "match" else zeta_c
         s = gain * zeta_c / z               # linear MSE filter: gain scales as 1 / zeta exactly
-        mom = critical.moments(large, mu2_c - mu2_0, idx[1])
+        mom = critical.moments(large, mu2_star - mu2_0, idx[1])
         chi = [mom["chi"] * (b ** d * s * s) ** k for k in range(levels + 1)]
         am = [mom["abs_m"] * s ** k for k in range(levels + 1)]
         gnu = critical.fss_slope(Ls, chi)
         bnu = -critical.fss_slope(Ls, am)
-        ms = critical.moments(small, mu2_c - mu2_0, idx[0])
-        direct_g = np.log(mom["chi"] / ms["chi"]) / np.log(b)
-        direct_b = -np.log(mom["abs_m"] / ms["abs_m"]) / np.log(b)
-        return [gnu, bnu, direct_g, direct_b]
+        out = [gnu, bnu]
+        for where in (mu2_star, mu2_c):
+            ml = critical.moments(large, where - mu2_0, idx[1])
+            ms = critical.moments(small, where - mu2_0, idx[0])
+            out += [np.log(ml["chi"] / ms["chi"]) / np.log(b), -np.log(ml["abs_m"] / ms["abs_m"]) / np.log(b)]
+        return out
 
     ex, dex, _ = critical.jackknife(exponents, [small, large], nb)
 
@@ -320,22 +331,25 @@ def run(args) -> int:
         ("gamma/nu", "upscaled FSS", ex[0], dex[0], 7 / 4),
         ("beta/nu", "upscaled FSS", ex[1], dex[1], 1 / 8),
         ("nu", "Binder flow", nu, dnu, 1.0),
-        ("gamma/nu", f"direct L={L // b},{L}", ex[2], dex[2], 7 / 4),
-        ("beta/nu", f"direct L={L // b},{L}", ex[3], dex[3], 1 / 8),
+        ("gamma/nu", f"direct L={L // b},{L} at mu2*", ex[2], dex[2], 7 / 4),
+        ("beta/nu", f"direct L={L // b},{L} at mu2*", ex[3], dex[3], 1 / 8),
     ]
-    log("\n  exponent   method              value        error     exact   deviation")
+    if irg["critical"] != "crossing":
+        table += [("gamma/nu", f"direct L={L // b},{L} at cross", ex[4], dex[4], 7 / 4),
+                  ("beta/nu", f"direct L={L // b},{L} at cross", ex[5], dex[5], 1 / 8)]
+    log("\n  exponent   method                        value      error    exact  deviation")
     for name, how, v, e, exact in table:
-        log(f"  {name:9s}  {how:18s} {v:10.4f}  {e:9.4f}  {exact:8.4f}  {100 * (v - exact) / exact:+7.2f}%")
+        log(f"  {name:9s}  {how:27s} {v:8.4f}  {e:8.4f}  {exact:7.4f}  {100 * (v - exact) / exact:+7.2f}%")
     timings["total_s"] = time.time() - t_start
     log(f"\n  timings: {json.dumps({k: round(v, 3) for k, v in timings.items()})}")
 
     # 6. results and plots
     if rank0:
         _write_results(out["path"], cfg, table, Ls, level_stats, mu2_c, dmu2_c, zeta, dzeta, gain, info,
-                       mu2_grid, flow_vals, lam, dlam, taus, timings, model, weights_path)
+                       mu2_grid, flow_vals, lam, dlam, taus, timings, model, weights_path, mu2_star)
         if irg["plots"]:
             _plots(stem, level_stats, Ls, small, large, small_up, mu2_0, mu2_c, mu2_grid, flow_vals, lam, window,
-                   ex, dex)
+                   ex, dex, mu2_star)
     comm.Barrier()
     log(f"  results -> {out['path']}")
     return 0
@@ -413,7 +427,7 @@ def _upscale_chain(model, lat_l, cfg_l, obs_l, irg, act, stem, log, quiet, comm,
 
 
 def _write_results(path, cfg, table, Ls, level_stats, mu2_c, dmu2_c, zeta, dzeta, gain, info, mu2_grid, flow_vals,
-                   lam, dlam, taus, timings, model, weights_path):
+                   lam, dlam, taus, timings, model, weights_path, mu2_star):
     import h5py
 
     import qftml
@@ -422,7 +436,7 @@ def _write_results(path, cfg, table, Ls, level_stats, mu2_c, dmu2_c, zeta, dzeta
         f.attrs["format"] = "qftml-irg-results"
         f.attrs["config"] = json.dumps(cfg, sort_keys=True)
         f.attrs["package_version"] = qftml.__version__
-        for k, v in {"mu2_c": mu2_c, "dmu2_c": dmu2_c, "zeta": zeta, "dzeta": dzeta, "gain": gain,
+        for k, v in {"mu2_c": mu2_c, "dmu2_c": dmu2_c, "mu2_star": mu2_star, "zeta": zeta, "dzeta": dzeta, "gain": gain,
                      "train_mse": info["loss"], "noise_sigma": info["sigma"], "flow_slope": lam,
                      "dflow_slope": dlam, "zero_mode_check": level_stats["ratio_dev"]}.items():
             f.attrs[k] = v
@@ -444,7 +458,35 @@ def _write_results(path, cfg, table, Ls, level_stats, mu2_c, dmu2_c, zeta, dzeta
         f.attrs["weights_file"] = weights_path
 
 
-def _plots(stem, level_stats, Ls, small, large, small_up, mu2_0, mu2_c, mu2_grid, flow_vals, lam, window, ex, dex):
+def plot_configs(stem, Ls, level_paths, max_pixels=256):
+    """One configuration per size (first record of each level file or its snapshot), read with a
+    stride so that at most max_pixels per side are loaded: <stem>_configs.png."""
+    import h5py
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = [f"{stem}_direct_L{int(Ls[0])}.h5"] + [p if st else (f"{p[:-3]}_snapshot.h5" if sn else None)
+                                                  for p, st, sn in level_paths]
+    panels = [(int(L), p) for L, p in zip(Ls, paths) if p and os.path.exists(p)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.5))
+    axes = np.atleast_1d(axes)
+    for ax, (L, p) in zip(axes, panels):
+        with h5py.File(p, "r") as f:
+            step = max(1, L // max_pixels)
+            img = f["configs"][0, ::step, ::step]
+        ax.imshow(img, cmap="RdBu_r", vmin=-2.5, vmax=2.5, interpolation="nearest")
+        ax.set_title(f"L = {L}" + (f" (every {step}th site)" if step > 1 else ""), fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(f"{stem}_configs.png", dpi=90)
+    plt.close(fig)
+
+
+def _plots(stem, level_stats, Ls, small, large, small_up, mu2_0, mu2_c, mu2_grid, flow_vals, lam, window, ex, dex,
+           mu2_star):
     import h5py
     import matplotlib
 
@@ -453,23 +495,7 @@ def _plots(stem, level_stats, Ls, small, large, small_up, mu2_0, mu2_c, mu2_grid
 
     from qftml import critical
 
-    # configurations at each size (rows [::s] so at most 512 pixels per side are read)
-    paths = [f"{stem}_direct_L{int(Ls[0])}.h5"] + [p if st else (f"{p[:-3]}_snapshot.h5" if sn else None)
-                                                  for p, st, sn in level_stats["paths"]]
-    panels = [(int(L), p) for L, p in zip(Ls, paths) if p and os.path.exists(p)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
-    axes = np.atleast_1d(axes)
-    for ax, (L, p) in zip(axes, panels):
-        with h5py.File(p, "r") as f:
-            step = max(1, L // 512)
-            img = f["configs"][0, ::step, ::step]
-        ax.imshow(img, cmap="RdBu_r", vmin=-2.5, vmax=2.5, interpolation="nearest")
-        ax.set_title(f"L = {L}" + (f" (every {step}th)" if step > 1 else ""), fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(f"{stem}_configs.png", dpi=110)
-    plt.close(fig)
+    plot_configs(stem, Ls, level_stats["paths"])
 
     # observables vs L: measured on the upscaled ensembles (reweighted to mu2_c) and the fits
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
@@ -478,7 +504,7 @@ def _plots(stem, level_stats, Ls, small, large, small_up, mu2_0, mu2_c, mu2_grid
         dd = level_stats["per_level"][k]
         s = critical.Series("lvl", {"abs_m": dd["abs_m"], "m2": dd["m2"], "m4": dd["m4"], "sum_phi2": dd["sum_phi2_src"]},
                             int(Ls[k]) ** 2, int(Ls[k]), mu2_0)
-        mom = critical.moments(s, mu2_c - mu2_0)
+        mom = critical.moments(s, mu2_star - mu2_0)
         chi.append(mom["chi"])
         am.append(mom["abs_m"])
         U.append(mom["U"])
@@ -496,7 +522,8 @@ def _plots(stem, level_stats, Ls, small, large, small_up, mu2_0, mu2_c, mu2_grid
     axes[2].set_ylim(0, 0.7)
     axes[2].set_xlabel("L")
     axes[2].set_ylabel("U")
-    fig.suptitle(f"observables at mu2_c = {mu2_c:.4f} vs L", fontsize=10)
+    fig.suptitle(f"upscaled ensembles reweighted to mu2* = {mu2_star:.4f}; fits with the jackknifed exponents",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(f"{stem}_fss.png", dpi=110)
     plt.close(fig)
@@ -507,6 +534,7 @@ def _plots(stem, level_stats, Ls, small, large, small_up, mu2_0, mu2_c, mu2_grid
     for s, lab in ((small, f"direct L={small.L}"), (large, f"direct L={large.L}"), (small_up, f"upscaled {small.L}->{large.L}")):
         axes[0].plot(grid, [critical.moments(s, x - mu2_0)["U"] for x in grid], label=lab)
     axes[0].axvline(mu2_c, color="k", lw=0.5)
+    axes[0].axvline(mu2_star, color="k", lw=0.5, ls=":")
     axes[0].set_xlabel("mu2")
     axes[0].set_ylabel("U")
     axes[0].legend(fontsize=8)
