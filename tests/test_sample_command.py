@@ -291,3 +291,36 @@ def test_inhomogeneous_couplings_file_and_refusal_when_it_changes(tmp_path):
     write_global_couplings(cfile, c)
     r = qftml([cfg, "--resume", "--set", "sampler.sweeps=40"], ranks=0)
     assert r.returncode == 2 and "action.couplings_sha256: checkpoint" in r.stderr, r.stderr
+
+
+def test_preempted_during_thermalisation_resumes_with_the_tuned_step(tmp_path, monkeypatch):
+    """In-process (1 rank): a stop request during thermalisation (the Metropolis step is still
+    being tuned) checkpoints and returns 3; resuming gives the uninterrupted chain bit for bit."""
+    from mpi4py import MPI
+
+    from qftml import sampling
+
+    d = str(tmp_path)
+    text = CONFIG.replace("thermalize = 20", "thermalize = 60")
+    over = ["sampler.sweeps=20", "sampler.checkpoint_every=0"]
+    ref_cfg = sampling.load_sample_config(write_config(d, "ref", text=text), over, MPI.COMM_SELF)
+    assert sampling.run_sample(ref_cfg, quiet=True, comm=MPI.COMM_SELF) == 0
+    cfg = sampling.load_sample_config(write_config(d, "pre", text=text), over, MPI.COMM_SELF)
+    calls = []
+
+    def agreed(self):  # as if SIGTERM arrived during the second chunk of thermalisation
+        calls.append(1)
+        self.signame = "SIGTERM"
+        return len(calls) == 2
+
+    monkeypatch.setattr(sampling.StopFlag, "agreed", agreed)
+    monkeypatch.setattr(sampling, "_THERM_CHUNK_MAX", 25)  # stop checks after sweeps 25, 50, 60
+    assert sampling.run_sample(cfg, quiet=True, comm=MPI.COMM_SELF) == sampling.EXIT_PREEMPTED
+    with h5py.File(os.path.join(d, "pre.h5.ckpt"), "r") as c:
+        assert c.attrs["phase"] == "thermalize" and c.attrs["sweep_index"] == 50
+        assert c.attrs["step"] != 1.0  # tuned
+    monkeypatch.undo()
+    assert sampling.run_sample(cfg, resume=True, quiet=True, comm=MPI.COMM_SELF) == 0
+    a, b = load(os.path.join(d, "ref.h5")), load(os.path.join(d, "pre.h5"))
+    assert_same_chain(a, b, bitwise_obs_records=len(a[0]))
+    assert a[2]["step"] == b[2]["step"]

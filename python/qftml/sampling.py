@@ -35,6 +35,7 @@ from qftml.ensemble_io import (EnsembleFileError, EnsembleWriter, choose_write_p
                                read_attrs, stack_observables)
 
 EXIT_OK, EXIT_CONFIG, EXIT_PREEMPTED = 0, 2, 3
+_THERM_CHUNK_MAX = 100  # thermalisation sweeps between stop-flag checks (at most)
 
 SAMPLE_OUTPUT = dict(OUTPUT)
 SAMPLE_OUTPUT.update({
@@ -338,7 +339,7 @@ def _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, writ
         raise RuntimeError(f"checkpoint inconsistent: sweep {s} but {n_rec} records")
     # Stop-flag checks (one tiny allreduce) about every 2^20 local site updates: negligible cost,
     # and a signal is answered within a fraction of a second on any lattice.
-    therm_chunk = max(1, min(100, (1 << 20) // max(lattice.local_volume, 1)))
+    therm_chunk = max(1, min(_THERM_CHUNK_MAX, (1 << 20) // max(lattice.local_volume, 1)))
     check_records = max(1, min(batch, math.ceil((1 << 20) / (lattice.local_volume * every))))
     progress = _Progress(comm, total, s, quiet)
     last_ckpt = s
