@@ -236,7 +236,7 @@ def test_gaussian_ensemble_matches_exact_propagator(tmp_path):
 
     free = CONFIG.replace("lam = 0.5", "lam = 0.0").replace("mu2 = 0.1", "mu2 = 0.4")
     cfg = write_config(str(tmp_path), "free", text=free.replace("[sampler]", '[sampler]\nalgorithm = "heatbath"'))
-    cfg = load_sample_config(cfg, ["sampler.sweeps=2000", "sampler.checkpoint_every=0"], MPI.COMM_SELF)
+    cfg = load_sample_config(cfg, ["sampler.sweeps=1000", "sampler.checkpoint_every=0"], MPI.COMM_SELF)
     assert run_sample(cfg, quiet=True, comm=MPI.COMM_SELF) == 0
     _, obs, attrs = load(str(tmp_path / "free.h5"))
     V, shape = 16 * 8, (16, 8)
