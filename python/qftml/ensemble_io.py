@@ -280,7 +280,8 @@ class EnsembleWriter:
             bf.create("configs", (0,) + shape, chunks=_config_chunks(lattice, batch), maxshape=(None,) + shape)
         for name, trailing in layout.items():
             dtype = "i8" if name == "sweep" else "f8"
-            bf.create(f"observables/{name}", (0,) + trailing, chunks=(1024,) + trailing,
+            rows = max(1, min(1024, (1 << 14) // max(int(np.prod(trailing)), 1)))  # chunks <= 128 kB
+            bf.create(f"observables/{name}", (0,) + trailing, chunks=(rows,) + trailing,
                       maxshape=(None,) + trailing, dtype=dtype)
         for fam, local in couplings.items():
             local = np.asarray(local, dtype=float)
