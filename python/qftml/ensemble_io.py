@@ -16,6 +16,8 @@ Exports:
     read_configs(path, start=0, stop=None) -> array   /configs[start:stop] (small volumes only)
     read_attrs(path) -> dict          root attributes, JSON strings decoded
     open_ensemble(path)               h5py.File opened read-only with clean errors
+    SCALAR_OBSERVABLES                the scalar names of qftml.measure stored per record
+    fsync_path(path)                  fsync a file or directory by name
 
 Schema (documented in docs/ensembles.md):
     /configs              (n_cfg, *shape) float64, global lexicographic site order (optional)

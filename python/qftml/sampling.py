@@ -9,6 +9,7 @@ Exports:
     physics_description(cfg, action) -> dict             what must agree for --resume
     run_sample(cfg, resume=False, quiet=False, comm=None) -> exit code   (collective)
     StopFlag                     SIGTERM/SIGUSR1 -> finish the sweep, checkpoint, exit 3
+    now_utc(), stamp(comm), log(comm, msg)   UTC timestamps (rank 0's on every rank), rank-0 log lines
 
 The chain is fixed by the config alone: sweeps 1..T thermalise (Metropolis step tuned after every
 sweep), then record j = 0..N-1 (N = sweeps / every) is measured after sweep T + (j+1) every.
