@@ -108,6 +108,9 @@ def test_resume_on_four_ranks_continues_the_chain_bit_for_bit(reference, resumed
     assert_same_chain(ref, res, bitwise_obs_records=25)
     runs = res[2]["runs"]
     assert '"n_ranks": 2' in runs and '"n_ranks": 4' in runs and bool(res[2]["complete"])
+    expected_path = "mpio" if h5py.get_config().mpi else "rank0-blocks"
+    assert res[2]["write_path"] == expected_path and runs.count(f'"write_path": "{expected_path}"') == 2
+    assert res[2]["n_ranks"] == 4 and list(res[2]["process_grid"]) == [2, 2]
     with h5py.File(reference + ".ckpt") as a, h5py.File(resumed + ".ckpt") as b:
         assert np.array_equal(a["field"][:], b["field"][:])  # identical final configuration
         assert a.attrs["sweep_index"] == b.attrs["sweep_index"] == 120
