@@ -40,6 +40,8 @@ comm = MPI.COMM_WORLD
 rec = {{"argv": sys.argv[1:], "rank": comm.rank, "size": comm.size, "start": time.time(), "cwd": os.getcwd(),
        "job": os.environ.get("SLURM_JOB_ID"), "task": os.environ.get("SLURM_ARRAY_TASK_ID"),
        "restart": os.environ.get("SLURM_RESTART_COUNT")}}
+if str(comm.rank) == os.environ.get("FAKE_QFTML_FAIL_RANK"):
+    os._exit(1)  # a crashed rank (no MPI_Finalize)
 time.sleep(float(os.environ.get("FAKE_QFTML_SLEEP", "0")))
 rec["end"] = time.time()
 with open(os.path.join(os.environ["FAKE_QFTML_RECORDS"], f"{{rec['job']}}-{{rec['task']}}-{{comm.rank}}.json"), "w") as f:
@@ -253,14 +255,18 @@ def test_dependency_chain_runs_in_order_and_failure_stops_it(cluster, tmp_path, 
     by_job = {r["job"]: r for r in records(rec)}
     a, b, c = by_job[first.id], by_job[second.id], by_job[third.id]
     assert a["end"] <= b["start"] and b["end"] <= c["start"], (a, b, c)
-    # A failing job: its afterok dependant can never start, and wait() says so.
-    bad = qs.render("sample", cfg, [], qs.JobOptions(python="/nonexistent/python", ntasks=1, time="1",
-                                                     workdir=str(tmp_path)))
-    failing = qs.submit(bad, script_path=tmp_path / "bad.sbatch", env=env)
+    # A failing job: rank 1 dies at once while rank 0 would sleep 60 s; srun --kill-on-bad-exit ends
+    # the job within seconds, its afterok dependant can never start, and wait() says so.
+    bad = qs.render("sample", cfg, [], opts(python=str(bindir / "python"), ntasks=2, workdir=str(tmp_path),
+                                           overcommit=True))
+    failing = qs.submit(bad, script_path=tmp_path / "bad.sbatch",
+                        env=dict(env, FAKE_QFTML_FAIL_RANK="1", FAKE_QFTML_SLEEP="60"))
     dependant = qs.submit(qs.render("analyze", cfg, [], o), after=[failing], script_path=tmp_path / "d.sbatch",
                           env=env)
+    t0 = time.time()
     with pytest.raises(qs.JobFailed):
-        failing.wait(timeout=60, poll=0.3)
+        failing.wait(timeout=50, poll=0.3)
+    assert time.time() - t0 < 40
     with pytest.raises(qs.JobFailed, match="never start"):
         dependant.wait(timeout=60, poll=0.3)
     cluster.run(["scancel", dependant.id], check=False)
