@@ -190,7 +190,7 @@ def format_table(cfg, points, inputs) -> str:
     names = [n for n in cfg["reweight"]["observables"] if n in points[0].estimates]
     cplx = any(p.complex_valued for p in points)
     which = cfg["reweight"]["errors"]
-    head = [key, "ESS", "|phase|" if cplx else "", "flags"] + names
+    head = [key if cfg["scan"]["key"] else "", "ESS", "|phase|" if cplx else "", "flags"] + names
     rows = []
     for p in points:
         x = p.params.get(key, float("nan")) if p.params else float("nan")
