@@ -180,6 +180,24 @@ def test_every_template_renders_to_valid_bash(tmp_path, template):
     assert "--partition" not in plain.script and "--account" not in plain.script  # optional lines dropped
 
 
+def test_cli_render_templates_and_errors(tmp_path, capsys):
+    from qftml.cli import main
+
+    cfg = write_config(tmp_path / "c.toml", "out.h5")
+    assert main(["slurm", "render", str(cfg), "--template", "sample", "--ntasks", "4", "--partition", "gpu",
+                 "--set", "sampler.seed=9", "--setup", "module load mpich"]) == 0
+    script = capsys.readouterr().out
+    assert script.startswith("#!/bin/bash") and "#SBATCH --ntasks=4" in script and "#SBATCH --partition=gpu" in script
+    assert "\nmodule load mpich\n" in script and "SET_ARGS=(--set sampler.seed=9)" in script
+    assert main(["slurm", "templates"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == list(qs.TEMPLATES)
+    assert main(["slurm", "render", str(cfg), "--template", "nosuch"]) == 2
+    assert "qftml slurm: error: Slurm template 'nosuch' not found" in capsys.readouterr().err
+    assert main(["slurm", "render", str(cfg), "--template", "sweep"]) == 2
+    assert "needs a sweep" in capsys.readouterr().err
+
+
 def test_rendered_script_passes_exact_arguments_without_slurm(tmp_path, fake_bin):
     """Run the rendered sample script with bash; `srun` is a stub that drops its options."""
     bindir, rec = fake_bin

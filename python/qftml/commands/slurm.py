@@ -57,7 +57,8 @@ def _job_arguments(p: argparse.ArgumentParser, submit: bool):
     g.add_argument("--resume", action="store_true", help="always pass --resume (default: only when requeued)")
     g.add_argument("--sweep", metavar="SECTION.KEY=[V1, V2, ...]",
                    help="sweep template: one array task per value (output <stem>.taskNNN.h5)")
-    g.add_argument("--command", default=None, help="command a sweep runs (default sample)")
+    g.add_argument("--command", dest="sweep_command", default=None,
+                   help="command a sweep runs (default sample)")
     g.add_argument("--max-parallel", type=int, help="sweep: at most this many array tasks at once")
     g.add_argument("--ensemble", help="analyze: the ensemble file (default: the config's [output] path)")
     if submit:
@@ -98,7 +99,7 @@ def run(args) -> int:
             print(f"{name:10s} {first}")
         return 0
     job = slurm.render(args.template, args.config, args.overrides, _options(args), sweep=args.sweep,
-                       ensemble=args.ensemble, command=args.command)
+                       ensemble=args.ensemble, command=args.sweep_command)
     if job.command and slurm._command_accepts(job.command, "--help") is None:
         print(f"qftml slurm: warning: `qftml {job.command}` is not installed here; the job will fail "
               "unless the cluster's qftml has it", file=sys.stderr)
