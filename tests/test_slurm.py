@@ -290,6 +290,11 @@ def test_dependency_chain_runs_in_order_and_failure_stops_it(cluster, tmp_path, 
     cluster.run(["scancel", dependant.id], check=False)
 
 
+def test_waiting_for_an_unknown_job_raises_instead_of_hanging(cluster):
+    with pytest.raises(qs.SlurmError, match="unknown"):
+        qs.Job("987654", env=cluster.env).wait(timeout=30, poll=0.1)
+
+
 def test_config_with_shell_metacharacters_runs_safely_under_sbatch(cluster, tmp_path):
     """The real `qftml sample` under sbatch, config/output paths full of metacharacters."""
     reason = sample_works()

@@ -128,8 +128,11 @@ def template_dir() -> Path:
     env = os.environ.get("QFTML_SLURM_TEMPLATES")
     if env:
         return Path(env)
-    # Source tree / editable install: <repo>/python/qftml/slurm.py -> <repo>/slurm
-    return Path(__file__).resolve().parents[2] / "slurm"
+    here = Path(__file__).resolve().parent
+    # An installed wheel may carry them as package data; the source tree / editable install has
+    # <repo>/python/qftml/slurm.py -> <repo>/slurm.
+    packaged = here / "slurm_templates"
+    return packaged if packaged.is_dir() else here.parents[1] / "slurm"
 
 
 def template_path(name: str) -> Path:
@@ -210,8 +213,9 @@ class JobOptions:
                 raise ConfigError(f"{name} must be >= 1")
         if self.ntasks is not None and int(self.ntasks) < 1:
             raise ConfigError("ntasks must be >= 1")
-        if not re.fullmatch(r"\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+(:\d{1,2}){0,2}", str(self.time)):
-            raise ConfigError(f"time = {self.time!r}: expected minutes, MM:SS, HH:MM:SS or D-HH[:MM[:SS]]")
+        if not re.fullmatch(r"\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+(:\d{1,2}){0,2}|UNLIMITED|INFINITE",
+                            str(self.time), flags=re.IGNORECASE):
+            raise ConfigError(f"time = {self.time!r}: expected minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]] or UNLIMITED")
 
 
 @dataclasses.dataclass
@@ -473,6 +477,14 @@ class Job:
                 return []
             raise
 
+    def accounting_states(self) -> list[str]:
+        """sacct's states (for jobs slurmctld has already forgotten); [] without accounting."""
+        try:
+            out = _run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", self.id], env=self.env)
+        except SlurmError:
+            return []
+        return [line.split()[0] for line in out.splitlines() if line.strip()]
+
     def states(self) -> list[str]:
         return [r.get("JobState", "UNKNOWN") for r in self.records()]
 
@@ -490,9 +502,22 @@ class Job:
     def wait(self, timeout: float | None = None, poll: float = 1.0) -> str:
         """Block until every task has a final state; return it, raise JobFailed if not COMPLETED."""
         deadline = None if timeout is None else time.time() + timeout
+        unknown = 0
         while True:
             records = self.records()
             states = [r.get("JobState", "UNKNOWN") for r in records]
+            if not records:
+                # slurmctld forgets finished jobs after MinJobAge (300 s by default): ask sacct.
+                states = self.accounting_states()
+                if states and all(s in FINAL_STATES for s in states):
+                    bad = [s for s in states if s != "COMPLETED"]
+                    if bad:
+                        raise JobFailed(f"job {self.id} ended {bad[0]} (states {states}); see its log")
+                    return "COMPLETED"
+                unknown += 1
+                if unknown >= 5:
+                    raise SlurmError(f"job {self.id} is unknown to slurmctld and to sacct (finished long "
+                                     "ago without accounting?); check its outputs directly")
             if records and all(s in FINAL_STATES for s in states):
                 final = self.state()
                 if final != "COMPLETED":
