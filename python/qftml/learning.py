@@ -25,6 +25,7 @@ Exports:
     GradientEstimator(model, target, comms)   accumulate Cov_p(S - A, dS/dtheta) over samples
     GradientResult                            grads, mean_s_minus_a, series, timings, n
     Trainer(...)                              epochs of sample -> gradient -> optimiser step
+                                              (optional natural gradient, element-wise step clipping)
     gather_global(lattice, local) / scatter_global(lattice, global)   small-volume helpers
     FAMILY_SHAPES                             how each family's local array is shaped
 """
@@ -423,6 +424,7 @@ class EpochRecord:
     timings: dict
     projected: int
     result: GradientResult | None = None
+    clipped: int = 0          # couplings whose change was clipped to max_step this epoch
 
 
 class Trainer:
@@ -436,7 +438,7 @@ class Trainer:
                  samples: int, sweeps_between: int = 1, thermalize: int = 100,
                  thermalize_after_update: int = 0, algorithm: str = "metropolis", hits: int = 1,
                  step: float = 1.0, start: str = "hot", tune: bool = True, precondition: str = "none",
-                 damping: float = 1e-3):
+                 damping: float = 1e-3, max_step: float = 0.0):
         if samples < 2:
             raise ValueError(f"training.samples must be >= 2, got {samples}")
         self.model, self.target, self.optimizer, self.comms = model, target, optimizer, comms
@@ -448,6 +450,8 @@ class Trainer:
         if precondition not in ("none", "fisher"):
             raise ValueError(f"training.precondition must be 'none' or 'fisher', got {precondition!r}")
         self.precondition, self.damping = precondition, float(damping)
+        self.max_step = float(max_step)  # > 0: clip every coupling's change per epoch (a trust region)
+        self.clipped = 0
         self.estimator = GradientEstimator(model, target, comms, fisher=precondition == "fisher")
         self.field = None
         self.sweeps = 0
@@ -487,7 +491,17 @@ class Trainer:
         lr = self.optimizer.lr()
         norms = result.norms(self.model.lattice.comm)
         grads = result.natural_grads(self.damping) if self.precondition == "fisher" else result.grads
+        old = {k: v.copy() for k, v in self.model.params.items()} if self.max_step > 0 else None
         self.optimizer.step(self.model.params, grads)
+        clipped_before = self.clipped
+        if old is not None:
+            # element-wise, hence local and independent of the process grid
+            for k, v in self.model.params.items():
+                delta = v - old[k]
+                big = np.abs(delta) > self.max_step
+                if np.any(big):
+                    v[...] = old[k] + np.clip(delta, -self.max_step, self.max_step)
+                self.clipped += int(np.count_nonzero(big))
         projected = self.model.project()
         self.epoch += 1
         total = time.perf_counter() - t0
@@ -497,7 +511,7 @@ class Trainer:
         return EpochRecord(epoch=self.epoch - 1, lr=lr, a_minus_s=-result.mean_s_minus_a,
                            a_minus_s_err=float(np.sqrt(result.var_s_minus_a / result.n)), grad_norms=norms,
                            stats=self.model.stats(), acceptance=acc, timings=timings, projected=projected,
-                           result=result)
+                           result=result, clipped=self.model.lattice.comm.allreduce(self.clipped - clipped_before))
 
 
 def gamma_error(series_per_replica, name="A_minus_S"):

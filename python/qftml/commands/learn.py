@@ -22,6 +22,7 @@ Output file (HDF5, written by rank 0 unless stated):
     /free_energy/<name>           epoch, F, F_err, F_S, F_S_err, a_minus_s, a_minus_s_err
                                   (Gamma method); attrs F_A, F_A_err when training.f_target
     /checkpoints/epoch_<n>/<family>   full theta at checkpoints (gathered: small volumes)
+    /comparison/<observable>      (S, dS, A, dA) when training.compare > 0: S and A sampled directly
     /couplings/<family>           the final couplings, each rank writing its hyperslab, with
                                   attributes field, extra_offsets: the file can seed `qftml sample`
 The checkpoint "<path>.ckpt" holds couplings, optimiser state, every replica's field and counters.
@@ -69,6 +70,7 @@ def _schema():
         "precondition": Spec("str", "fisher", choices=("none", "fisher"),
                              help="'fisher': natural gradient with the site blocks of Cov(dS/dtheta)"),
         "damping": Spec("float", 0.1, min=0.0, help="Fisher damping (relative to the block's mean diagonal)"),
+        "max_step": Spec("float", 0.0, min=0.0, help="clip each coupling's change per epoch to this (0: off)"),
         "epochs": Spec("int", 100, min=1),
         "samples": Spec("int", 100, min=2, help="configurations per epoch (per replica)"),
         "sweeps_between": Spec("int", 2, min=1),
@@ -80,6 +82,8 @@ def _schema():
         "f_thermalize": Spec("int", 200, min=0),
         "f_target": Spec("bool", False, help="also estimate F_A (TI) to report KL = F - F_A"),
         "checkpoint_every": Spec("int", 0, min=0, help="epochs between checkpoints (0: only at the end)"),
+        "compare": Spec("int", 0, min=0, help="at the end, measure observables of S and of A (sampled "
+                                              "directly) on this many configurations each (0: off)"),
     }
     output = dict(OUTPUT)
     output["plots"] = Spec("bool", True, help="write <path stem>_couplings.png and _histograms.png")
@@ -250,7 +254,7 @@ class _Log:
 
 def _epoch_values(rec):
     out = {"epoch": rec.epoch, "lr": rec.lr, "acceptance": rec.acceptance, "a_minus_s": rec.a_minus_s,
-           "a_minus_s_err": rec.a_minus_s_err, "projected": rec.projected}
+           "a_minus_s_err": rec.a_minus_s_err, "projected": rec.projected, "clipped": rec.clipped}
     for k in ("sampling", "gradient", "communication", "total"):
         out[f"time_{k}"] = rec.timings[k]
     for fam, v in rec.grad_norms.items():
@@ -381,7 +385,7 @@ def run_learn(cfg, replicas=1, resume=False, quiet=False, comm=None) -> int:
                         sweeps_between=t["sweeps_between"], thermalize=s["thermalize"],
                         thermalize_after_update=t["thermalize_after_update"], algorithm=s["algorithm"],
                         hits=s["hits"], step=s["step"], start=s["start"], precondition=t["precondition"],
-                        damping=t["damping"])
+                        damping=t["damping"], max_step=t["max_step"])
     path = out["path"]
     ckpt = path + ".ckpt"
     log = _Log(path, comm.rank == 0)
@@ -394,6 +398,9 @@ def run_learn(cfg, replicas=1, resume=False, quiet=False, comm=None) -> int:
         log.create({"config": json.dumps(cfg), "version": qftml.__version__, "ranks": comm.size,
                     "replicas": comms.replicas, "grid": list(lat.grid), "shape": list(lat.shape),
                     "command": "learn"})
+        theta0 = _global_couplings(model, comms)
+        if comm.rank == 0:
+            log.write_arrays("checkpoints/epoch_0", theta0)
     comm.Barrier()
     fe_kw = dict(extra_offsets=model.extra_offsets, field=model.field, nodes=t["f_nodes"], samples=t["f_samples"],
                  thermalize=t["f_thermalize"], sweeps_between=t["sweeps_between"], algorithm=s["algorithm"],
@@ -414,7 +421,7 @@ def run_learn(cfg, replicas=1, resume=False, quiet=False, comm=None) -> int:
     while trainer.epoch < epochs:
         e = trainer.epoch
         want_f = e == epochs - 1 or (f_every and e % f_every == 0)
-        before = model.local_couplings() if want_f else None
+        before = {k: v.copy() for k, v in model.local_couplings().items()} if want_f else None  # pre-update
         rec = trainer.run_epoch()
         log.append("history", _epoch_values(rec))
         if want_f:
@@ -440,6 +447,19 @@ def run_learn(cfg, replicas=1, resume=False, quiet=False, comm=None) -> int:
     if bar is not None:
         bar.close()
     _write_final_couplings(path, model, comms)
+    if t["compare"]:
+        table = compare_observables(lat, trainer.current_action(), target, t["compare"], t["sweeps_between"],
+                                    s, comms)
+        if comm.rank == 0:
+            import h5py
+
+            with h5py.File(path, "a") as f:
+                g = f.require_group("comparison")
+                for name, row in table.items():
+                    g.create_dataset(name, data=np.array(row))
+                g.attrs["columns"] = "S value, S error, A value, A error"
+            if not quiet:
+                print(format_comparison(table), flush=True)
     if out["plots"] and comm.rank == 0:
         prefix = os.path.splitext(path)[0]
         for p in plot_training(path, prefix):
@@ -449,10 +469,67 @@ def run_learn(cfg, replicas=1, resume=False, quiet=False, comm=None) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- S versus A
+COMPARED = ("abs_m", "m2", "chi", "binder", "phi2", "link_nn", "link_extra")
+
+
+def compare_observables(lat, action_s, target, n, sweeps_between, s, comms):
+    """Observables of S and of A, each sampled directly (n measurements, replicas pooled):
+    <|m|>, <m^2>, chi = V (<m^2> - <|m|>^2), Binder U = 1 - <m^4>/(3 <m^2>^2), <phi^2> per site,
+    <phi_x phi_{x+mu}> per nearest-neighbour link and per extra link of A (e.g. nnn). Errors by the
+    Gamma method. Returns {name: (S, dS, A, dA)} (NaN where a quantity does not exist)."""
+    import pyerrors as pe
+
+    import qftml
+
+    V, d = lat.volume, lat.ndim
+    out = {}
+    for tag, act in (("S", action_s), ("A", target)):
+        sampler = qftml.Sampler(act, seed=s["seed"] + 31337 + 7 * comms.replica, algorithm=s["algorithm"],
+                                hits=s["hits"], step=s["step"])
+        sampler.thermalize(max(s["thermalize"], 200))
+        rows = []
+        for _ in range(n):
+            sampler.sweep(sweeps_between)
+            sampler.field.exchange_halos()  # A's extra links read corner ghosts
+            m = qftml.measure(sampler.field, target)
+            extra = m["link_sums"][d:]
+            rows.append([m["abs_m"], m["m2"], m["m4"], m["sum_phi2"] / V, m["sum_links_nn"] / (d * V),
+                         extra.mean() / V if extra.size else np.nan])
+        rows = np.array(rows)
+        reps = comms.cross.allgather(rows) if comms.replicas > 1 else [rows]
+        names = [f"{tag}|r{i}" for i in range(len(reps))] if len(reps) > 1 else [tag]
+        obs = [pe.Obs([r[:, j] for r in reps], names) for j in range(rows.shape[1] - 1)]
+        abs_m, m2, m4, phi2, link = obs
+        derived = {"abs_m": abs_m, "m2": m2, "chi": V * (m2 - abs_m * abs_m), "binder": 1 - m4 / (3 * m2 * m2),
+                   "phi2": phi2, "link_nn": link}
+        if not np.isnan(rows[0, 5]):
+            derived["link_extra"] = pe.Obs([r[:, 5] for r in reps], names)
+        for k in COMPARED:
+            o = derived.get(k)
+            if o is None:
+                val = (np.nan, np.nan)
+            else:
+                o.gamma_method()
+                val = (float(o.value), float(o.dvalue))
+            out.setdefault(k, []).extend(val)
+    return out
+
+
+def format_comparison(table) -> str:
+    lines = [f"{'observable':12s} {'S (learned)':>22s} {'A (target)':>22s} {'(S-A)/sigma':>12s}"]
+    for k, (s, ds, a, da) in table.items():
+        if np.isnan(s) and np.isnan(a):
+            continue
+        z = (s - a) / np.hypot(ds, da) if np.hypot(ds, da) > 0 else np.nan
+        lines.append(f"{k:12s} {s:12.5f} +- {ds:7.5f} {a:12.5f} +- {da:7.5f} {z:12.2f}")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- plots
 def plot_training(path, prefix, targets=None):
     """<prefix>_couplings.png (every family vs epoch, log epoch axis: the paper's Fig. 2) and
-    <prefix>_histograms.png (the learned inhomogeneous couplings). Returns the paths written."""
+    <prefix>_histograms.png (initial and learned inhomogeneous couplings). Returns the paths written."""
     import h5py
     import matplotlib
 
@@ -465,6 +542,8 @@ def plot_training(path, prefix, targets=None):
         fams = [k for k in ("w", "g", "a", "b", "r") if k in hist["couplings"]]
         stats = {k: {s: hist[f"couplings/{k}/{s}"][()] for s in ("mean", "std", "min", "max")} for k in fams}
         final = {k: f[f"couplings/{k}"][()] for k in fams if f"couplings/{k}" in f}
+        first = f["checkpoints/epoch_0"] if "checkpoints/epoch_0" in f else {}
+        initial = {k: first[k][()] for k in fams if k in first}
         cfg = json.loads(f.attrs["config"])
     if targets is None:
         from qftml.action import homogeneous_couplings
@@ -489,14 +568,24 @@ def plot_training(path, prefix, targets=None):
     out = [f"{prefix}_couplings.png"]
     fig.savefig(out[0], dpi=90)
     plt.close(fig)
-    fig, axes = plt.subplots(1, len(learned), figsize=(4 * len(learned), 3.2), squeeze=False)
-    for ax, k in zip(axes[0], learned):
-        v = np.ravel(final.get(k, []))
-        if v.size:
-            ax.hist(v, bins=40, color="C1")
+    fig, axes = plt.subplots(2, len(learned), figsize=(4 * len(learned), 5.6), squeeze=False)
+    for col, k in enumerate(learned):
+        top, bottom = axes[0][col], axes[1][col]
+        v0 = np.ravel(initial.get(k, []))
+        if v0.size:
+            top.hist(v0, bins=40, color="C0")
         if k in targets:
-            ax.axvline(targets[k], color="k", ls="--", lw=1)
-        ax.set_title(f"learned {k}")
+            top.axvline(targets[k], color="k", ls="--", lw=1, label="target")
+        top.set_title(f"initial {k}")
+        v = np.ravel(final.get(k, []))
+        if k in targets:
+            bottom.hist(v - targets[k], bins=40, color="C1")
+            bottom.axvline(0.0, color="k", ls="--", lw=1)
+            bottom.set_title(f"learned {k} - target ({k} = {targets[k]:g})")
+        else:
+            bottom.hist(v, bins=40, color="C1")
+            bottom.set_title(f"learned {k}")
+        bottom.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))
     fig.tight_layout()
     out.append(f"{prefix}_histograms.png")
     fig.savefig(out[1], dpi=90)
@@ -504,4 +593,4 @@ def plot_training(path, prefix, targets=None):
     return out
 
 
-__all__ = ["HELP", "add_arguments", "run", "load_learn_config", "run_learn", "plot_training"]
+__all__ = ["HELP", "add_arguments", "run", "load_learn_config", "run_learn", "plot_training", "compare_observables", "format_comparison"]
