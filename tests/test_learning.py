@@ -128,9 +128,15 @@ def test_natural_gradient_solves_the_site_blocks():
     g = {"w": rng.normal(size=(5, 2)), "a": rng.normal(size=5)}
     res = L.GradientResult(grads=g, mean_s_minus_a=0.0, var_s_minus_a=0.0, n=1, series=np.zeros(1),
                            fisher_site=fisher, fisher_tied=np.zeros((0, 0)), site_families=[("w", 2), ("a", 1)])
-    nat = res.natural_grads(damping=0.0)
-    back = np.einsum("vij,vj->vi", fisher, np.concatenate([nat["w"], nat["a"][:, None]], axis=1))
-    np.testing.assert_allclose(back, np.concatenate([g["w"], g["a"][:, None]], axis=1), rtol=1e-10)
+    flat = np.concatenate([g["w"], g["a"][:, None]], axis=1)
+    for mode, damp in (("mean", lambda f: np.trace(f) / 3 * np.eye(3)), ("diagonal", lambda f: np.diag(np.diag(f)))):
+        nat = res.natural_grads(damping=0.0, mode=mode)
+        back = np.einsum("vij,vj->vi", fisher, np.concatenate([nat["w"], nat["a"][:, None]], axis=1))
+        np.testing.assert_allclose(back, flat, rtol=1e-10)
+        nat = res.natural_grads(damping=0.5, mode=mode)
+        damped = np.array([f + 0.5 * damp(f) for f in fisher])
+        back = np.einsum("vij,vj->vi", damped, np.concatenate([nat["w"], nat["a"][:, None]], axis=1))
+        np.testing.assert_allclose(back, flat, rtol=1e-10)
 
 
 def test_non_normalisable_update_gives_a_clear_error():

@@ -209,13 +209,14 @@ class GradientResult:
             out[fam] = float(np.sqrt(sq if g.ndim == 0 else comm.allreduce(sq)))
         return out
 
-    def natural_grads(self, damping: float = 1e-3) -> dict:
+    def natural_grads(self, damping: float = 1e-3, mode: str = "mean") -> dict:
         """Gradients preconditioned with the block-diagonal Fisher metric.
 
         The Hessian of F at its minimum is the Fisher metric G_ij = Cov_p(dS/dtheta_i, dS/dtheta_j).
         We keep its site blocks (all untied couplings living at site x: w[x, mu], g[x, l], a[x],
         b[x], r[x]) and the block of the tied families, and return G_block^-1 dF/dtheta; `damping`
-        adds damping * (mean diagonal of the block) to the diagonal. Purely local: no communication.
+        adds damping * (mean diagonal of the block) to the diagonal (mode "mean"), or damping * G_ii
+        to each diagonal element (mode "diagonal", Levenberg-Marquardt). Purely local.
         """
         if self.fisher_site is None and self.fisher_tied is None:
             raise ValueError("natural gradients need GradientEstimator(..., fisher=True)")
@@ -223,25 +224,33 @@ class GradientResult:
         if self.site_families:
             g = np.concatenate([self.grads[f].reshape(self.fisher_site.shape[0], -1) for f, _ in self.site_families],
                                axis=1)
-            out_site = _damped_solve(self.fisher_site, g, damping)
+            out_site = _damped_solve(self.fisher_site, g, damping, mode)
             col = 0
             for fam, k in self.site_families:
                 out[fam] = out_site[:, col:col + k].reshape(self.grads[fam].shape)
                 col += k
         if self.tied_families:
             g = np.array([float(self.grads[f]) for f in self.tied_families])
-            sol = _damped_solve(self.fisher_tied[None], g[None], damping)[0]
+            sol = _damped_solve(self.fisher_tied[None], g[None], damping, mode)[0]
             for i, fam in enumerate(self.tied_families):
                 out[fam] = np.array(sol[i])
         return out
 
 
-def _damped_solve(mats, rhs, damping):
-    """Solve (M + damping * mean(diag M) I) x = b for a stack of small symmetric matrices."""
+def _damped_solve(mats, rhs, damping, mode="mean"):
+    """Solve (M + D) x = b for a stack of small symmetric matrices M, with the damping
+    D = damping * mean(diag M) * 1 ("mean") or D = damping * diag(M) ("diagonal", Levenberg-Marquardt,
+    invariant under rescaling single couplings, whose densities phi phi, phi^2, phi^4 differ widely)."""
     k = mats.shape[-1]
-    scale = np.trace(mats, axis1=1, axis2=2) / k
-    scale = np.where(scale > 0, scale, 1.0)
-    m = mats + (damping * scale)[:, None, None] * np.eye(k)
+    diag = np.diagonal(mats, axis1=1, axis2=2)
+    if mode == "mean":
+        scale = diag.sum(axis=1) / k
+        d = np.repeat(np.where(scale > 0, scale, 1.0)[:, None], k, axis=1)
+    elif mode == "diagonal":
+        d = np.maximum(diag, np.maximum(diag.max(axis=1, keepdims=True), 1e-300) * 1e-12)
+    else:
+        raise ValueError(f"damping mode must be 'mean' or 'diagonal', got {mode!r}")
+    m = mats + np.einsum("vi,ij->vij", damping * d, np.eye(k))
     return np.linalg.solve(m, rhs[..., None])[..., 0]
 
 
@@ -438,7 +447,7 @@ class Trainer:
                  samples: int, sweeps_between: int = 1, thermalize: int = 100,
                  thermalize_after_update: int = 0, algorithm: str = "metropolis", hits: int = 1,
                  step: float = 1.0, start: str = "hot", tune: bool = True, precondition: str = "none",
-                 damping: float = 1e-3, max_step: float = 0.0):
+                 damping: float = 1e-3, max_step: float = 0.0, damping_mode: str = "mean"):
         if samples < 2:
             raise ValueError(f"training.samples must be >= 2, got {samples}")
         self.model, self.target, self.optimizer, self.comms = model, target, optimizer, comms
@@ -449,7 +458,7 @@ class Trainer:
         self.algorithm, self.hits, self.step, self.start, self.tune = algorithm, int(hits), float(step), start, tune
         if precondition not in ("none", "fisher"):
             raise ValueError(f"training.precondition must be 'none' or 'fisher', got {precondition!r}")
-        self.precondition, self.damping = precondition, float(damping)
+        self.precondition, self.damping, self.damping_mode = precondition, float(damping), damping_mode
         self.max_step = float(max_step)  # > 0: clip every coupling's change per epoch (a trust region)
         self.clipped = 0
         self.estimator = GradientEstimator(model, target, comms, fisher=precondition == "fisher")
@@ -490,7 +499,7 @@ class Trainer:
         self.shift = result.mean_s_minus_a
         lr = self.optimizer.lr()
         norms = result.norms(self.model.lattice.comm)
-        grads = result.natural_grads(self.damping) if self.precondition == "fisher" else result.grads
+        grads = result.natural_grads(self.damping, self.damping_mode) if self.precondition == "fisher" else result.grads
         old = {k: v.copy() for k, v in self.model.params.items()} if self.max_step > 0 else None
         self.optimizer.step(self.model.params, grads)
         clipped_before = self.clipped

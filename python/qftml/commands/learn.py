@@ -70,6 +70,8 @@ def _schema():
         "precondition": Spec("str", "fisher", choices=("none", "fisher"),
                              help="'fisher': natural gradient with the site blocks of Cov(dS/dtheta)"),
         "damping": Spec("float", 0.1, min=0.0, help="Fisher damping (relative to the block's mean diagonal)"),
+        "damping_mode": Spec("str", "mean", choices=("mean", "diagonal"),
+                             help="Fisher damping: 'mean' diagonal of each block, or each 'diagonal' element"),
         "max_step": Spec("float", 0.0, min=0.0, help="clip each coupling's change per epoch to this (0: off)"),
         "epochs": Spec("int", 100, min=1),
         "samples": Spec("int", 100, min=2, help="configurations per epoch (per replica)"),
@@ -385,7 +387,7 @@ def run_learn(cfg, replicas=1, resume=False, quiet=False, comm=None) -> int:
                         sweeps_between=t["sweeps_between"], thermalize=s["thermalize"],
                         thermalize_after_update=t["thermalize_after_update"], algorithm=s["algorithm"],
                         hits=s["hits"], step=s["step"], start=s["start"], precondition=t["precondition"],
-                        damping=t["damping"], max_step=t["max_step"])
+                        damping=t["damping"], max_step=t["max_step"], damping_mode=t["damping_mode"])
     path = out["path"]
     ckpt = path + ".ckpt"
     log = _Log(path, comm.rank == 0)

@@ -1,0 +1,64 @@
+"""Time per learning epoch, split into sampling, gradient and communication (qftml.learning).
+
+    .venv/bin/python benchmarks/bench_learning.py            runs itself on 1 and 2 ranks, prints a table
+    mpiexec -n N .venv/bin/python benchmarks/bench_learning.py --row   one row (N ranks, one domain)
+
+Setup: 64^2 lattice, inhomogeneous S (w, a, b per site/link) learning the homogeneous phi^4 target,
+100 samples per epoch, 2 heat-bath sweeps between samples, 5 sweeps after each update; the first
+epoch (thermalisation) is not timed. "gradient" is the densities of S and A, the local sums and
+(with the Fisher preconditioner) the site blocks; "communication" is the allreduce per batch and
+per epoch (plus the halo refresh when A has links S lacks); "sampling" is the rest (sweeps).
+"""
+import os
+import subprocess
+import sys
+
+
+def row(epochs=5, precondition="fisher"):
+    import numpy as np
+    from mpi4py import MPI
+
+    import qftml
+    from qftml import learning as L
+    from qftml import optimizers as O
+
+    comm = MPI.COMM_WORLD
+    comms = L.make_communicators(comm, 1)
+    lat = qftml.Lattice((64, 64), comm=comms.domain)
+    start = L.random_couplings(lat, 5, {"w": (0.5, 1.5), "a": (1.0, 2.0), "b": (0.1, 0.3), "r": 0.0})
+    model = L.Model(lat, start, b_floor=1e-3)
+    target = qftml.Action.homogeneous(lat)
+    trainer = L.Trainer(model, target, O.SGD(0.05), comms, seed=1, samples=100, sweeps_between=2,
+                        thermalize=20, thermalize_after_update=5, algorithm="heatbath", precondition=precondition)
+    trainer.run_epoch()
+    keys = ("sampling", "gradient", "communication", "total")
+    acc = np.zeros(4)
+    for _ in range(epochs):
+        rec = trainer.run_epoch()
+        acc += [rec.timings[k] for k in keys]
+    acc = comm.allreduce(acc, op=MPI.MAX) / epochs  # the slowest rank sets the pace
+    if comm.rank == 0:
+        s, g, c, t = acc
+        print(f"| {comm.size} | {precondition} | {t * 1e3:.1f} | {s * 1e3:.1f} | {g * 1e3:.1f} | {c * 1e3:.2f} | "
+              f"{100 * (g + c) / t:.1f}% |", flush=True)
+
+
+def main():
+    if "--row" in sys.argv:
+        for pre in ("none", "fisher"):
+            row(precondition=pre)
+        return 0
+    here = os.path.abspath(__file__)
+    bindir = os.path.dirname(sys.executable)
+    print("| ranks | preconditioner | epoch [ms] | sampling [ms] | gradient [ms] | communication [ms] | "
+          "gradient + comm. |")
+    print("|---|---|---|---|---|---|---|", flush=True)
+    for n in (1, 2):
+        code = subprocess.call([os.path.join(bindir, "mpiexec"), "-n", str(n), sys.executable, here, "--row"])
+        if code:
+            return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
