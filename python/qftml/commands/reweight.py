@@ -106,7 +106,8 @@ def _targets(cfg):
     sc = cfg["scan"]
     if not sc["key"]:
         return spec, None, [spec]
-    values = list(sc["values"]) if sc["values"] else list(np.linspace(sc["start"], sc["stop"], sc["num"]))
+    values = list(sc["values"]) if sc["values"] else \
+        [float(v) for v in np.round(np.linspace(sc["start"], sc["stop"], sc["num"]), 12)]  # no 1e-18 for 0
     return spec, values, scan_targets(spec, sc["key"], values)
 
 
