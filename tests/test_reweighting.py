@@ -345,7 +345,7 @@ def test_command_end_to_end(tmp_path):
     cfg = os.path.join(base, "rw.toml")
     if comm.rank == 0:
         with open(cfg, "w") as f:
-            f.write(f'[reweight]\nensembles = {json.dumps(paths)}\nobservables = ["phi2", "m2", "chi"]\n'
+            f.write(f'[reweight]\nensembles = {json.dumps(paths)}\ntherm = 100\nobservables = ["phi2", "m2", "chi"]\n'
                     f'[target]\nda = 0.02\n[scan]\nkey = "da_imag"\nvalues = [0.0, 0.1, 0.2, 2.0, 4.0]\n'
                     f'[output]\npath = "{out}"\n')
     comm.Barrier()
@@ -354,7 +354,7 @@ def test_command_end_to_end(tmp_path):
         res = json.load(open(out.replace(".h5", ".json")))
         pts = res["points"]
         assert [p["params"]["da_imag"] for p in pts] == [0.0, 0.1, 0.2, 2.0, 4.0]
-        assert res["replica_lengths"] == [600, 600]
+        assert res["replica_lengths"] == [500, 500]   # therm = 100 dropped from each replica
         assert pts[0]["reliable"] and pts[1]["reliable"]
         assert not pts[-1]["reliable"] and "phase" in pts[-1]["flags"]
         for p, x in zip(pts[:3], (0.0, 0.1, 0.2)):
