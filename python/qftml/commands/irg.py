@@ -191,6 +191,9 @@ def run(args) -> int:
         raise ConfigError(f"irg: filter_size = {irg['filter_size']} needs {model.ghost_width} ghost layer(s) but the "
                           f"local block of the L/b lattice is {min(probe.local_shape) // b} site(s) wide")
     stem = _stem(out["path"])
+    if rank0 and os.path.dirname(out["path"]):
+        os.makedirs(os.path.dirname(out["path"]), exist_ok=True)
+    comm.Barrier()
     d = len(shape)
     L = shape[0]
     t_start = time.time()
@@ -315,6 +318,22 @@ def run(args) -> int:
 
     ex, dex, _ = critical.jackknife(exponents, [small, large], nb)
 
+    # the same fits on the measured upscaled ensembles themselves (irg.upscale_configs configurations,
+    # in Markov order; reweighted with the source's sum phi^2): no use of the zero-mode relation
+    lv = [critical.Series(f"L{int(Ls[k])}", {"abs_m": dd["abs_m"], "m2": dd["m2"], "m4": dd["m4"],
+                                              "sum_phi2": dd["sum_phi2_src"]}, int(Ls[k]) ** d, int(Ls[k]), mu2_0)
+          for k, dd in sorted(level_stats["per_level"].items())]
+
+    def measured(idx):
+        moms = [critical.moments(s_, mu2_star - mu2_0, idx[0]) for s_ in lv]
+        return [critical.fss_slope(Ls, [m_["chi"] for m_ in moms]),
+                -critical.fss_slope(Ls, [m_["abs_m"] for m_ in moms])]
+
+    class _Subset:  # jackknife bins over the carried configurations (shared by every level)
+        n = lv[0].n
+
+    exm, dexm, _ = critical.jackknife(measured, [_Subset], max(2, min(nb, lv[0].n)))
+
     half = 0.8 * win_s
     mu2_grid = np.linspace(mu2_c - half, mu2_c + half, 9)
     window_l = (mu2_0 - win_l, mu2_0 + win_l)
@@ -328,12 +347,18 @@ def run(args) -> int:
     log(f"  flow: lambda = dmu2'/dmu2 = {lam:.4f} +- {dlam:.4f}  ->  nu = {nu:.4f} +- {dnu:.4f}")
 
     table = [
-        ("gamma/nu", "upscaled FSS", ex[0], dex[0], 7 / 4),
+        ("gamma/nu", "upscaled FSS", ex[0], dex[0], 7 / 4),      # NaN for tanh (no single gain)
         ("beta/nu", "upscaled FSS", ex[1], dex[1], 1 / 8),
         ("nu", "Binder flow", nu, dnu, 1.0),
         ("gamma/nu", f"direct L={L // b},{L} at mu2*", ex[2], dex[2], 7 / 4),
         ("beta/nu", f"direct L={L // b},{L} at mu2*", ex[3], dex[3], 1 / 8),
     ]
+    if model.activation == "linear":
+        log(f"  measured upscaled ensembles ({lv[0].n} configs per size): gamma/nu = {exm[0]:.6f}, "
+            f"beta/nu = {exm[1]:.6f} (the exact-gain fit: {ex[0]:.6f}, {ex[1]:.6f})")
+    else:  # no single zero-mode gain: the measured carried configurations are all there is
+        table[:2] = [("gamma/nu", f"upscaled, {lv[0].n} configs", exm[0], dexm[0], 7 / 4),
+                     ("beta/nu", f"upscaled, {lv[0].n} configs", exm[1], dexm[1], 1 / 8)]
     if irg["critical"] != "crossing":
         table += [("gamma/nu", f"direct L={L // b},{L} at cross", ex[4], dex[4], 7 / 4),
                   ("beta/nu", f"direct L={L // b},{L} at cross", ex[5], dex[5], 1 / 8)]
@@ -349,7 +374,7 @@ def run(args) -> int:
                        mu2_grid, flow_vals, lam, dlam, taus, timings, model, weights_path, mu2_star)
         if irg["plots"]:
             _plots(stem, level_stats, Ls, small, large, small_up, mu2_0, mu2_c, mu2_grid, flow_vals, lam, window,
-                   ex, dex, mu2_star)
+                   ex, dex, mu2_star, gain, b, d)
     comm.Barrier()
     log(f"  results -> {out['path']}")
     return 0
@@ -486,7 +511,7 @@ def plot_configs(stem, Ls, level_paths, max_pixels=256):
 
 
 def _plots(stem, level_stats, Ls, small, large, small_up, mu2_0, mu2_c, mu2_grid, flow_vals, lam, window, ex, dex,
-           mu2_star):
+           mu2_star, gain, b, d):
     import h5py
     import matplotlib
 
@@ -497,33 +522,36 @@ def _plots(stem, level_stats, Ls, small, large, small_up, mu2_0, mu2_c, mu2_grid
 
     plot_configs(stem, Ls, level_stats["paths"])
 
-    # observables vs L: measured on the upscaled ensembles (reweighted to mu2_c) and the fits
+    # observables vs L: measured on the upscaled ensembles, and the whole L ensemble carried by s^k
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    chi, am, U = [], [], []
+    Lf = np.geomspace(Ls[0], Ls[-1], 50)
+    series = []
     for k in range(len(Ls)):
         dd = level_stats["per_level"][k]
-        s = critical.Series("lvl", {"abs_m": dd["abs_m"], "m2": dd["m2"], "m4": dd["m4"], "sum_phi2": dd["sum_phi2_src"]},
-                            int(Ls[k]) ** 2, int(Ls[k]), mu2_0)
-        mom = critical.moments(s, mu2_star - mu2_0)
-        chi.append(mom["chi"])
-        am.append(mom["abs_m"])
-        U.append(mom["U"])
-    Lf = np.geomspace(Ls[0], Ls[-1], 50)
-    for ax, y, name, slope, lab in ((axes[0], chi, r"$\chi$", ex[0], r"$\gamma/\nu$"),
-                                   (axes[1], am, r"$\langle|m|\rangle$", -ex[1], r"$-\beta/\nu$")):
-        ax.loglog(Ls, y, "o", label="upscaled ensembles")
-        ax.loglog(Lf, y[0] * (Lf / Ls[0]) ** slope, "-", label=f"fit: {lab} = {abs(slope):.4f}")
-        exact = 7 / 4 if name == r"$\chi$" else -1 / 8
-        ax.loglog(Lf, y[0] * (Lf / Ls[0]) ** exact, ":", label=f"Ising {abs(exact):g}")
+        series.append(critical.Series("lvl", {"abs_m": dd["abs_m"], "m2": dd["m2"], "m4": dd["m4"],
+                                              "sum_phi2": dd["sum_phi2_src"]}, int(Ls[k]) ** 2, int(Ls[k]), mu2_0))
+    moms = [critical.moments(s, mu2_star - mu2_0) for s in series]
+    axes[0].loglog(Ls, [m["chi"] for m in moms], "o", color="k", ms=5, label="measured, mu2*")
+    axes[1].loglog(Ls, [m["abs_m"] for m in moms], "o", color="k", ms=5, label="measured, mu2*")
+    axes[2].semilogx(Ls, [m["U"] for m in moms], "o", color="k", ms=5, label="measured, mu2*")
+    if np.isfinite(gain):
+        kk = np.log(Lf / Ls[0]) / np.log(b)
+        for shift, color in ((-0.01, "C0"), (0.0, "C1"), (0.01, "C2")):
+            m0 = critical.moments(large, mu2_star + shift - mu2_0)
+            lab = f"all {large.n} x s^k, mu2 = {mu2_star + shift:.4f}"
+            axes[0].loglog(Lf, m0["chi"] * (b ** d * gain ** 2) ** kk, "-", color=color, label=lab)
+            axes[1].loglog(Lf, m0["abs_m"] * gain ** kk, "-", color=color, label=lab)
+            axes[2].semilogx(Lf, np.full_like(Lf, m0["U"]), "-", color=color, label=lab)
+    axes[0].loglog(Lf, moms[0]["chi"] * (Lf / Ls[0]) ** 1.75, ":", color="k", label="slope 7/4")
+    axes[1].loglog(Lf, moms[0]["abs_m"] * (Lf / Ls[0]) ** -0.125, ":", color="k", label="slope -1/8")
+    for ax, name in zip(axes, (r"$\chi$", r"$\langle|m|\rangle$", "U")):
         ax.set_xlabel("L")
         ax.set_ylabel(name)
-        ax.legend(fontsize=8)
-    axes[2].semilogx(Ls, U, "o-")
+        ax.legend(fontsize=7)
     axes[2].set_ylim(0, 0.7)
-    axes[2].set_xlabel("L")
-    axes[2].set_ylabel("U")
-    fig.suptitle(f"upscaled ensembles reweighted to mu2* = {mu2_star:.4f}; fits with the jackknifed exponents",
-                 fontsize=10)
+    fig.suptitle(f"upscaled ensembles: points {series[0].n} configurations per size at mu2* = {mu2_star:.4f}; "
+                 f"lines: the whole L ensemble with m_k = s^k m_0 (s = {gain:.4f}) at mu2* and mu2* +- 0.01",
+                 fontsize=8)
     fig.tight_layout()
     fig.savefig(f"{stem}_fss.png", dpi=110)
     plt.close(fig)
