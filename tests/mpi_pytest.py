@@ -1,7 +1,7 @@
 """Run pytest on every rank of MPI.COMM_WORLD and print one summary line (rank 0).
 
 Usage: mpiexec -n N python tests/mpi_pytest.py [pytest args]
-Each rank's pytest output goes to build/test-logs/mpi-n<N>-rank<r>.log; the line printed is
+Each rank's pytest output goes to build/test-logs/mpi-n<N>-run<pid>-rank<r>.log; the line printed is
     mpi n=N: P passed, F failed, S skipped
 counted over ranks (a test counts as failed if it failed on any rank). On failure the log of
 every failing rank is printed after the summary. Exit status: non-zero if any rank failed.
@@ -31,9 +31,11 @@ def main():
     rank, size = comm.rank, comm.size
     log_dir = os.path.join("build", "test-logs")
     os.makedirs(log_dir, exist_ok=True)
-    log_path = os.path.join(log_dir, f"mpi-n{size}-rank{rank}.log")
+    run_tag = comm.bcast(os.getpid(), root=0)  # concurrent runs must not share log files
+    log_name = "mpi-n{size}-run{tag}-rank{rank}.log"
+    log_path = os.path.join(log_dir, log_name.format(size=size, tag=run_tag, rank=rank))
     outcomes = Outcomes()
-    with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    with open(log_path, "w", buffering=1) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         code = pytest.main(["--with-mpi", "-m", "mpi", "-p", "no:cacheprovider", "-q", *sys.argv[1:]],
                            plugins=[outcomes])
     merged = {}
@@ -49,8 +51,9 @@ def main():
             counts["failed"] = 1  # an error outside a test (collection, fixture) still fails
         if counts["failed"]:
             for r in bad:
-                print(f"---- rank {r} log (build/test-logs/mpi-n{size}-rank{r}.log) ----")
-                with open(os.path.join(log_dir, f"mpi-n{size}-rank{r}.log")) as f:
+                path = os.path.join(log_dir, log_name.format(size=size, tag=run_tag, rank=r))
+                print(f"---- rank {r} log ({path}) ----")
+                with open(path) as f:
                     print(f.read()[-20000:])
         print(f"mpi n={size}: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped",
               flush=True)

@@ -16,13 +16,13 @@ from engine_reference import random_couplings
 NSIGMA = 4.0
 
 
-def statistics(comm, n):
+def statistics(comm, n, mpi_fraction=5):
     """Full statistics serially; under MPI (oversubscribed, every sweep communicates) a fifth.
 
     The chains are bitwise identical on any rank count (test above), so the serial run carries the
     precision; the MPI runs check the same physics end to end with wider (still honest) errors.
     """
-    return n if comm.size == 1 else n // 5
+    return n if comm.size == 1 else n // mpi_fraction
 
 
 def chain_history(comm, shape, grid, extra, algorithm, field, homogeneous, sweeps=6, hits=2):
@@ -194,7 +194,7 @@ def test_ising_4x4_against_enumeration(comm, beta, h):
     s = qftml.Sampler(qftml.Action.homogeneous(lat, kappa=beta, h=h, field="ising"), seed=3, hits=1)
     s.sweep(200)
     E, M2, absM = [], [], []
-    for _ in range(statistics(comm, 20000)):
+    for _ in range(statistics(comm, 20000, mpi_fraction=20)):
         s.sweep(1)
         o = s.measure()
         E.append(o["sum_links_nn"])

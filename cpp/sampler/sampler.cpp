@@ -136,6 +136,15 @@ void Sampler::one_sweep() {
 
 void Sampler::sweep(int n) {
   for (int i = 0; i < n; ++i) one_sweep();
+  reduce_counters();
+}
+
+// One small allreduce per sweep()/thermalize() call, so acceptance() is local and safe to call
+// on one rank only (a collective there would be an easy way to hang a job).
+void Sampler::reduce_counters() {
+  int64_t counts[2] = {accepted_, proposed_};
+  MPI_Allreduce(MPI_IN_PLACE, counts, 2, MPI_INT64_T, MPI_SUM, action_.geometry().comm());
+  global_accepted_ = counts[0], global_proposed_ = counts[1];
 }
 
 void Sampler::thermalize(int n, bool tune, double target) {
@@ -149,12 +158,11 @@ void Sampler::thermalize(int n, bool tune, double target) {
       step_ *= std::exp(std::fmax(-0.5, std::fmin(0.5, rate - target)));
     }
   }
+  reduce_counters();
 }
 
 double Sampler::acceptance() const {
-  int64_t counts[2] = {accepted_, proposed_};
-  MPI_Allreduce(MPI_IN_PLACE, counts, 2, MPI_INT64_T, MPI_SUM, action_.geometry().comm());
-  return counts[1] > 0 ? double(counts[0]) / double(counts[1]) : 0.0;
+  return global_proposed_ > 0 ? double(global_accepted_) / double(global_proposed_) : 0.0;
 }
 
 void Sampler::randomize() {

@@ -7,7 +7,8 @@
 //   thermalize(n, tune)   n sweeps; with tune the Metropolis step is adapted towards 50%
 //                         acceptance after every sweep (frozen afterwards: detailed balance holds
 //                         for the measured chain)
-//   acceptance()          accepted / proposed since reset_counters() over all ranks (collective)
+//   acceptance()          accepted / proposed since reset_counters() over all ranks, as of the
+//                         end of the last sweep()/thermalize() call (local, not a collective)
 //   sweep_index()         sweeps done so far; it is the RNG counter, so a chain restarts from
 //                         (field, sweep_index, step) alone, on any number of ranks
 //
@@ -35,7 +36,7 @@ class Sampler {
   void sweep(int n);
   void thermalize(int n, bool tune, double target_acceptance = 0.5);
   double acceptance() const;
-  void reset_counters() { accepted_ = proposed_ = 0; }
+  void reset_counters() { accepted_ = proposed_ = global_accepted_ = global_proposed_ = 0; }
   uint64_t sweep_index() const { return sweep_index_; }
   void set_sweep_index(uint64_t s) { sweep_index_ = s; }
   double step() const { return step_; }
@@ -58,6 +59,7 @@ class Sampler {
   RowView make_view(int p, int64_t base, int c, uint64_t gbase, int64_t k0, int64_t k1) const;
   void update_segments(const std::vector<RowView>& views);
   void one_sweep();
+  void reduce_counters();
 
   const Action& action_;
   Field& field_;
@@ -67,7 +69,7 @@ class Sampler {
   int hits_;
   double step_;
   uint64_t sweep_index_ = 0;
-  int64_t accepted_ = 0, proposed_ = 0;
+  int64_t accepted_ = 0, proposed_ = 0, global_accepted_ = 0, global_proposed_ = 0;
   std::vector<Colour> colours_;
   std::vector<double> J_;
   double update_seconds_ = 0;

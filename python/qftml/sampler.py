@@ -42,7 +42,8 @@ class Sampler:
         self._core.thermalize(int(n), tune, target_acceptance)
 
     def acceptance(self) -> float:
-        """Accepted / proposed since reset_counters(), over all ranks (collective)."""
+        """Accepted / proposed since reset_counters(), over all ranks, as of the last sweep() or
+        thermalize() call. Local: safe to call on one rank only."""
         return self._core.acceptance()
 
     def reset_counters(self) -> None:
