@@ -68,7 +68,7 @@ def numpy_observables(cf, couplings, offsets):
             "action": act, "link_sums": links, "slice_sums": cf.sum(axis=axes[1:])}
 
 
-def gaussian_ensemble(n=3000, seed=11, keep_configs=True):
+def gaussian_ensemble(n=2000, seed=11, keep_configs=True):
     obs, cfg = sample_chain(SHAPE, {"w": W0, "a": A0}, n, seed, keep_configs=keep_configs)
     return Ensemble(SHAPE, obs, {"w": W0, "a": A0, "b": 0.0, "r": 0.0}, configs=cfg, name="gauss")
 
