@@ -15,12 +15,14 @@ on several independent ensembles gets the sum of the jackknife variances from de
 each ensemble in turn.
 
 Exports:
-    Series(name, obs, volume, L)       one ensemble's per-configuration |m|, m^2, m^4, sum_phi2
+    Series(name, obs, volume, L, mu2)  one ensemble's per-configuration |m|, m^2, m^4, sum_phi2
+                                       (.rescaled(s): the same with m -> s m)
     moments(series, mu2_shift, idx=None) -> dict abs_m, m2, m4, chi, U, ess
-    jackknife(func, series_list, n_bins=20) -> (value, error)      func(list of index arrays)
+    jackknife(func, series_list, n_bins=20) -> (value, error, samples)   func(list of index arrays)
     tau_int(values) -> (tau, dtau)     integrated autocorrelation time (pyerrors Gamma method)
-    binder_crossing(small, large, mu2_0, window, idx=None) -> mu2 where U_small = U_large
-    flow_slope(small_up, large, mu2_0, window, mu2_c, idx=None) -> slope lambda of mu2'(mu2)
+    binder_crossing(small, large, mu2_0, window, idx=(None, None)) -> mu2 where U_small = U_large
+    flow(small_up, large, mu2_values, window_large, idx) -> mu2' with U_large(mu2') = U_small_up(mu2)
+    flow_slope(small_up, large, mu2_values, window_large, idx) -> slope lambda of mu2'(mu2)
     fss_slope(L, values) -> least-squares slope of ln values vs ln L
     ess_window(series, mu2_0, ess_fraction=0.3) -> largest |mu2 - mu2_0| with ESS >= fraction * N
 """
@@ -41,7 +43,7 @@ class Series:
         self.sum_phi2 = np.asarray(obs["sum_phi2"], dtype=float)
         self.n = len(self.m2)
 
-    def rescaled(self, factor: float, name=None, L=None, volume=None, weights_from=None) -> "Series":
+    def rescaled(self, factor: float, name=None, L=None, volume=None) -> "Series":
         """The same series with m -> factor * m (an upscaling step with zero-mode gain `factor`)."""
         out = Series.__new__(Series)
         out.__dict__.update(self.__dict__)
