@@ -40,7 +40,9 @@ def chain_history(comm, shape, grid, extra, algorithm, field, homogeneous, sweep
     for _ in range(sweeps):
         s.sweep(1)
         out.append(s.field.gather(0))
-    out.append(np.array([s.step, s.acceptance()]) if comm.rank == 0 else None)
+    o = s.measure()  # reproducible sums: identical bits on every grid, too
+    out.append(np.concatenate([[s.step, s.acceptance(), act.action(s.field), o["M"], o["sum_phi2"], o["sum_phi4"],
+                                o["action"]], o["link_sums"], o["slice_sums"]]))
     return out
 
 
@@ -126,7 +128,7 @@ def test_heatbath_1d_update_samples_the_quartic_density(alpha, beta, j):
 def test_single_site_updates_leave_the_conditional_invariant(comm, algorithm, hits, thin):
     # With w = 0 every site is an independent 1D system exp(-a x^2 - b x^4 - r x), so the chain of
     # each site must sample exactly that density. Each (a, b, r) sits on several sites and ranks.
-    shape = (4, 2 * len(SITE_PARAMS))
+    shape = (4, 4 * len(SITE_PARAMS))
     lat = qftml.Lattice(shape, comm)
     params = np.array(SITE_PARAMS)
     column = np.arange(shape[1]) % len(SITE_PARAMS)

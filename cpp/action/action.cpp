@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "comms/halo_exchange.hpp"
+#include "comms/reproducible_sum.hpp"
 
 namespace qftml {
 
@@ -129,30 +130,24 @@ void Action::validate() {
 }
 
 double Action::action(const Field& field) const {
+  // Fixed-point sum of per-site terms: the same bits on every process grid (reproducible_sum.hpp).
   const int n_links = this->n_links();
   const int64_t n = layout_.half_row();
-  double local = 0.0;
+  fixed128 total = 0;
   layout_.for_each_row([&](int p, int64_t base, int c, const int*) {
     const double* phi = field.parity(p) + base;
-    const double* a = a_[p].data() + base;
-    const double* b = b_[p].data() + base;
-    const double* r = r_[p].data() + base;
-    double sum = 0.0;
     for (int64_t k = 0; k < n; ++k) {
       const double f = phi[k], f2 = f * f;
-      sum += a[k] * f2 + b[k] * f2 * f2 + r[k] * f;
+      double s = a_[p][base + k] * f2 + b_[p][base + k] * f2 * f2 + r_[p][base + k] * f;
+      for (int l = 0; l < n_links; ++l) {
+        const NeighbourShift& fw = shifts_[l][c][1];
+        s -= links_[l][p][base + k] * f * field.parity(p ^ fw.dparity)[base + fw.delta + k];
+      }
+      total += to_fixed(s);
     }
-    for (int l = 0; l < n_links; ++l) {
-      const NeighbourShift& fw = shifts_[l][c][1];
-      const double* nb = field.parity(p ^ fw.dparity) + base + fw.delta;
-      const double* w = links_[l][p].data() + base;
-      for (int64_t k = 0; k < n; ++k) sum -= w[k] * phi[k] * nb[k];
-    }
-    local += sum;
   });
-  double global = 0.0;
-  MPI_Allreduce(&local, &global, 1, MPI_DOUBLE, MPI_SUM, geometry_.comm());
-  return global;
+  allreduce_fixed(&total, 1, geometry_.comm());
+  return from_fixed(total);
 }
 
 void Action::gradient_densities(const Field& field, double* dw, double* dg, double* da, double* db,
