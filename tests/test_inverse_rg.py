@@ -201,3 +201,22 @@ def test_filter_larger_than_the_local_block_is_an_error_on_every_rank(comm):
     lat = qftml.Lattice((2 * comm.size, 8), comm=comm, grid=[comm.size, 1])   # local blocks 2 sites wide
     with pytest.raises(ValueError, match="ghost layer"):
         InverseRG(b=2, size=14).upscale(lat, np.zeros((1,) + lat.local_shape))
+
+
+def test_mu2_reweighting_matches_the_exact_gaussian_susceptibility():
+    """qftml.critical on exact Gaussian draws (lam = 0): <m^2>(mu2') = 1 / (V K(0)) = 1 / (V mu2'),
+    reweighted from mu2 = 0.3 to 0.27 and 0.33, within 4 jackknife errors."""
+    from qftml import critical
+
+    L, mu2 = 8, 0.3
+    cfg, _ = _gaussian_ensemble(L, 1.0, 0.5 * (mu2 + 4.0), 6000, 11)
+    m = cfg.mean(axis=(1, 2))
+    obs = {"abs_m": np.abs(m), "m2": m ** 2, "m4": m ** 4, "sum_phi2": np.sum(cfg ** 2, axis=(1, 2))}
+    series = critical.Series("gauss", obs, L * L, L, mu2)
+    for target in (0.27, 0.3, 0.33):
+        val, err, _ = critical.jackknife(lambda idx: critical.moments(series, target - mu2, idx[0])["m2"], [series])
+        assert abs(val - 1 / (L * L * target)) < 4 * err, (target, val, err)
+        # U of a Gaussian zero mode is 0 (<m^4> = 3 <m^2>^2)
+        u, du, _ = critical.jackknife(lambda idx: critical.moments(series, target - mu2, idx[0])["U"], [series])
+        assert abs(u) < 4 * du
+    assert abs(critical.fss_slope([8, 16, 32], [2.0 * 8 ** 1.75, 2.0 * 16 ** 1.75, 2.0 * 32 ** 1.75]) - 1.75) < 1e-12
