@@ -157,6 +157,19 @@ def test_directive_quote_follows_sbatch_rules():
     assert qs.directive_quote('a b"c\\d #e') == '"a b\\"c\\\\d #e"'
 
 
+def test_time_limits_and_the_pre_limit_signal(tmp_path):
+    assert [qs.time_limit_seconds(t) for t in ("5", "5:30", "02:00:00", "1-2", "1-02:30:15", "UNLIMITED")] == \
+        [300, 330, 7200, 93600, 95415, None]
+    cfg = write_config(tmp_path / "c.toml", "out.h5")
+    signal = lambda **kw: [l for l in qs.render("sample", cfg, [], qs.JobOptions(**kw)).script.splitlines()
+                           if l.startswith("#SBATCH --signal")]
+    assert signal(time="02:00:00") == ["#SBATCH --signal=USR1@300"]
+    assert signal(time="00:05:00") == ["#SBATCH --signal=USR1@30"]  # a tenth of a short limit
+    assert signal(time="00:05:00", signal_seconds=0) == []
+    with pytest.raises(ConfigError, match="not shorter than the time limit"):
+        signal(time="5", signal_seconds=300)
+
+
 def test_sweep_parsing():
     assert qs.parse_sweep("action.mu2=[-1.0, -0.9]") == ("action.mu2", [-1.0, -0.9])
     assert qs.parse_sweep("action.mu2=-1.0,-0.9,x") == ("action.mu2", [-1.0, -0.9, "x"])
@@ -476,7 +489,9 @@ def test_preempted_job_checkpoints_requeues_and_matches_uninterrupted_run(cluste
     for name in ("interrupted", "reference"):
         d = tmp_path / name
         d.mkdir()
-        cfg = write_config(d / "run.toml", "ens.h5", sweeps=sweeps, thermalize=100, shape=(8, 8),
+        # The first checkpoint (sweep 100) comes after thermalisation (20), so the signal that the
+        # test sends once it exists stops the chain with records already written.
+        cfg = write_config(d / "run.toml", "ens.h5", sweeps=sweeps, thermalize=20, shape=(8, 8),
                            checkpoint_every=100)
         job = qs.render("sample", cfg, [], opts(workdir=str(d), overcommit=True, signal_seconds=60))
         assert "#SBATCH --signal=USR1@60" in job.script and "#SBATCH --requeue" in job.script

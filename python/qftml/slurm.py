@@ -2,6 +2,7 @@
 
 Exports:
     TEMPLATES                       names of the built-in templates (files slurm/<name>.sbatch)
+    time_limit_seconds(text)        Slurm's --time in seconds (None: unlimited)
     template_dir() -> Path          where the built-in templates live ($QFTML_SLURM_TEMPLATES overrides)
     template_path(name) -> Path     a built-in name or a path to a template file
     JobOptions                      dataclass of the Slurm side of a job (ntasks, time, partition, mpi, ...)
@@ -297,6 +298,24 @@ def _sweep_output(base: str, index: int) -> str:
     return f"{root}.task{index:03d}{ext or '.h5'}"
 
 
+def time_limit_seconds(text) -> int | None:
+    """Slurm's --time in seconds (None for UNLIMITED): M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
+    text = str(text).strip()
+    if text.upper() in ("UNLIMITED", "INFINITE"):
+        return None
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+        parts = [int(p) for p in text.split(":")] + [0] * (2 - text.count(":"))
+        h, m, s = parts[:3]
+    else:
+        parts = [int(p) for p in text.split(":")]
+        h, m, s = ([0] + parts[:2] + [0])[:3] if len(parts) == 1 else \
+            ((0, parts[0], parts[1]) if len(parts) == 2 else tuple(parts))
+    return ((days * 24 + h) * 60 + m) * 60 + s
+
+
 def _log_path(pattern: str, workdir: Path) -> str:
     """sbatch --output as an absolute path. Slurm expands %j, %x, ... in it ('%' of the working
     directory is escaped as '%%') and drops every backslash, so a backslash cannot be in it."""
@@ -336,12 +355,16 @@ def render(template: str, config, overrides=(), options: JobOptions | None = Non
     ntasks = options.ntasks or (1 if name == "analyze" else 2)
     sampling = name == "sample" or (name == "sweep" and (command or "sample") == "sample")
     signal_seconds = options.signal_seconds
+    limit = time_limit_seconds(options.time)
     if signal_seconds is None:
         # Only `qftml sample` catches USR1 (checkpoint, exit 3); for other commands the signal's
-        # default action would just end the run early.
-        signal_seconds = 300 if sampling else 0
+        # default action would just end the run early. Short jobs get a tenth of their limit.
+        signal_seconds = (300 if limit is None else min(300, limit // 10)) if sampling else 0
     if signal_seconds < 0:
         raise ConfigError("signal_seconds must be >= 0")
+    if limit is not None and signal_seconds and signal_seconds >= limit:
+        raise ConfigError(f"signal_seconds = {signal_seconds} is not shorter than the time limit {options.time} "
+                          f"({limit} s): the job would be signalled as soon as it starts")
     values = {
         "job_name": options.job_name or f"{name}-{config.stem}",
         "nodes": int(options.nodes), "ntasks": int(ntasks), "cpus_per_task": int(options.cpus_per_task),
