@@ -217,8 +217,16 @@ def run(args) -> int:
     errors = [e for e in comm.allgather(error) if e]
     if errors:
         raise ValueError(errors[0])
-    lat_s, cfg_s, obs_s, _ = _read_direct(path_s, grid, comm)
-    lat_l, cfg_l, obs_l, _ = _read_direct(path_l, grid, comm)
+    lat_s, cfg_s, obs_s, attrs_s = _read_direct(path_s, grid, comm)
+    lat_l, cfg_l, obs_l, attrs_l = _read_direct(path_l, grid, comm)
+    for path, attrs in ((path_s, attrs_s), (path_l, attrs_l)):
+        # reweighting starts from [action]: an ensemble of other couplings would be silently wrong
+        theirs = attrs.get("action", {}) if isinstance(attrs.get("action"), dict) else {}
+        bad = [f"{k} = {theirs[k]} (config: {act[k]})" for k in ("kappa", "mu2", "lam", "h")
+               if k in theirs and abs(float(theirs[k]) - float(act[k])) > 1e-12]
+        if theirs.get("couplings") or bad:
+            raise ValueError(f"irg: {path} was not sampled with the [action] of this config: "
+                             f"{', '.join(bad) or 'inhomogeneous couplings'}")
     timings["direct_sampling_s"] = time.time() - t
     if lat_s.shape != small_shape or lat_l.shape != shape:
         raise ConfigError(f"irg: ensembles have shapes {lat_s.shape}, {lat_l.shape}; expected {small_shape}, {shape}")
