@@ -220,3 +220,42 @@ def test_mu2_reweighting_matches_the_exact_gaussian_susceptibility():
         u, du, _ = critical.jackknife(lambda idx: critical.moments(series, target - mu2, idx[0])["U"], [series])
         assert abs(u) < 4 * du
     assert abs(critical.fss_slope([8, 16, 32], [2.0 * 8 ** 1.75, 2.0 * 16 ** 1.75, 2.0 * 32 ** 1.75]) - 1.75) < 1e-12
+
+
+def test_irg_command_end_to_end(tmp_path):
+    """A tiny `qftml irg` run: direct 4^2 and 8^2 chains, training, 8 -> 16 -> 32, ordinary ensemble
+    files per level, results file with the exponent table; indivisible L is exit status 2."""
+    import h5py
+
+    from qftml.cli import main
+    from qftml.ensemble_io import read_attrs, read_observables
+
+    cfg = tmp_path / "irg.toml"
+    cfg.write_text(f"""
+[lattice]
+shape = [8, 8]
+[action]
+mu2 = -0.94
+[sampler]
+sweeps = 3000
+thermalize = 200
+every = 10
+seed = 2
+[irg]
+levels = 2
+upscale_configs = 3
+n_bins = 5
+plots = false
+[output]
+path = "{tmp_path / 'out' / 'r.h5'}"
+""")
+    assert main(["irg", str(cfg), "--quiet"]) == 0
+    obs = read_observables(str(tmp_path / "out" / "r_L32.h5"))
+    assert len(obs["m"]) == 3 and obs["slice_sums"].shape == (3, 32)
+    assert read_attrs(str(tmp_path / "out" / "r_L32.h5"))["lattice"]["shape"] == [32, 32]
+    with h5py.File(tmp_path / "out" / "r.h5", "r") as f:
+        names = [e[0].decode() for e in f["exponents"][:]]
+        assert names[:3] == ["gamma/nu", "beta/nu", "nu"]
+        assert f.attrs["zero_mode_check"] < 1e-12
+        assert list(f["levels/L"][:]) == [8.0, 16.0, 32.0]
+    assert main(["irg", str(cfg), "--quiet", "--set", "lattice.shape=[10,10]"]) == 2
