@@ -4,6 +4,7 @@ Exports:
     Spec(kind, default=REQUIRED, choices=None, min=None, max=None, help="")   one key's contract
     ConfigError                       bad configuration; its message names every bad key
     load_config(path, schema, overrides=(), comm=None) -> dict   validated config, defaults filled
+    read_raw_config(path, overrides=()) -> dict   the TOML with overrides, not validated
     validate(raw, schema) -> dict     the same for an already-parsed dict
     LATTICE, ACTION, SAMPLER, OUTPUT  the shared section schemas of DESIGN 3
 
@@ -150,7 +151,8 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
-def _load_on_this_rank(path, schema, overrides):
+def read_raw_config(path, overrides=()) -> dict:
+    """The TOML of `path` with `--set` overrides applied, not validated (ConfigError if unreadable)."""
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
@@ -164,7 +166,11 @@ def _load_on_this_rank(path, schema, overrides):
         if not isinstance(raw[section], dict):
             raise ConfigError(f"--set {text!r}: [{section}] is not a table")
         raw[section][key] = value
-    return validate(raw, schema)
+    return raw
+
+
+def _load_on_this_rank(path, schema, overrides):
+    return validate(read_raw_config(path, overrides), schema)
 
 
 def load_config(path, schema: dict, overrides=(), comm=None) -> dict:
