@@ -185,13 +185,15 @@ struct Lanes8 {
   __m512i g;  // global site index per lane: counter word 0 = low half, word 1 = high half
 };
 
-template <bool Homog>
+template <bool Homog, int NT>
 inline Lanes8 load_lanes8(const RowView& v, const double* const* nb, const double* const* cp, int64_t k) {
   Lanes8 l;
   const int64_t left = v.n - k;
   l.m = left >= 8 ? static_cast<__mmask8>(0xFF) : static_cast<__mmask8>((1u << left) - 1u);
   l.J = _mm512_setzero_pd();
-  for (int t = 0; t < v.n_terms; ++t) {
+  const int n_terms = NT > 0 ? NT : v.n_terms;  // NT > 0: a compile-time count, loop unrolled
+#pragma GCC unroll 8
+  for (int t = 0; t < n_terms; ++t) {
     const __m512d c = Homog ? _mm512_set1_pd(v.coup0[t]) : _mm512_maskz_loadu_pd(l.m, cp[t] + k);
     l.J = _mm512_fmadd_pd(c, _mm512_maskz_loadu_pd(l.m, nb[t] + k), l.J);
   }
@@ -212,7 +214,7 @@ inline Lanes8 load_lanes8(const RowView& v, const double* const* nb, const doubl
 // hits of a site in registers (sites of one colour are independent, so hit-inner order gives
 // the same chain). The tail is the same code, U = 1 and masked, so every site takes the identical
 // sequence of operations whatever the row length.
-template <bool Homog, int U>
+template <bool Homog, int NT, int U>
 inline int64_t metropolis_groups_avx512(const RowView& v, const double* const* nb, const double* const* cp,
                                         int64_t k, uint32_t sweep, int hits, double step, PhiloxKey key) {
   const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0), two = _mm512_set1_pd(2.0);
@@ -223,7 +225,7 @@ inline int64_t metropolis_groups_avx512(const RowView& v, const double* const* n
   int64_t accepted = 0;
 #pragma GCC unroll 8
   for (int u = 0; u < U; ++u) {
-    l[u] = load_lanes8<Homog>(v, nb, cp, k + 8 * u);
+    l[u] = load_lanes8<Homog, NT>(v, nb, cp, k + 8 * u);
     cur[u] = _mm512_maskz_loadu_pd(l[u].m, v.phi + k + 8 * u);
     rJ[u] = _mm512_sub_pd(l[u].r, l[u].J);
   }
@@ -256,26 +258,37 @@ inline int64_t metropolis_groups_avx512(const RowView& v, const double* const* n
   return accepted;
 }
 
-template <bool Homog>
-inline int64_t metropolis_row_avx512(const RowView& v, uint32_t sweep, int hits, double step, PhiloxKey key) {
+template <bool Homog, int NT>
+inline int64_t metropolis_rows_avx512(const RowView& v, uint32_t sweep, int hits, double step, PhiloxKey key) {
   constexpr int U = kAvx512Groups;
   const double* nb[kMaxLinkTerms];
   const double* cp[kMaxLinkTerms];
   for (int t = 0; t < v.n_terms; ++t) nb[t] = v.nb_phi[t], cp[t] = v.nb_coup[t];
   int64_t accepted = 0, k = 0;
-  for (; k + 8 * U <= v.n; k += 8 * U) accepted += metropolis_groups_avx512<Homog, U>(v, nb, cp, k, sweep, hits, step, key);
+  for (; k + 8 * U <= v.n; k += 8 * U) accepted += metropolis_groups_avx512<Homog, NT, U>(v, nb, cp, k, sweep, hits, step, key);
   switch ((v.n - k + 7) / 8) {  // the tail: as many groups as needed, the last one masked
-    case 1: return accepted + metropolis_groups_avx512<Homog, 1>(v, nb, cp, k, sweep, hits, step, key);
-    case 2: return accepted + metropolis_groups_avx512<Homog, 2>(v, nb, cp, k, sweep, hits, step, key);
-    case 3: return accepted + metropolis_groups_avx512<Homog, 3>(v, nb, cp, k, sweep, hits, step, key);
-    case 4: return accepted + metropolis_groups_avx512<Homog, 4>(v, nb, cp, k, sweep, hits, step, key);
+    case 1: return accepted + metropolis_groups_avx512<Homog, NT, 1>(v, nb, cp, k, sweep, hits, step, key);
+    case 2: return accepted + metropolis_groups_avx512<Homog, NT, 2>(v, nb, cp, k, sweep, hits, step, key);
+    case 3: return accepted + metropolis_groups_avx512<Homog, NT, 3>(v, nb, cp, k, sweep, hits, step, key);
+    case 4: return accepted + metropolis_groups_avx512<Homog, NT, 4>(v, nb, cp, k, sweep, hits, step, key);
     default:
-      for (; k < v.n; k += 8) accepted += metropolis_groups_avx512<Homog, 1>(v, nb, cp, k, sweep, hits, step, key);
+      for (; k < v.n; k += 8) accepted += metropolis_groups_avx512<Homog, NT, 1>(v, nb, cp, k, sweep, hits, step, key);
       return accepted;
   }
 }
 
-template <bool Homog, int U>
+// The common link counts get their own unrolled code (2D, 3D, 4D nearest neighbours; 2D + nnn).
+template <bool Homog>
+inline int64_t metropolis_row_avx512(const RowView& v, uint32_t sweep, int hits, double step, PhiloxKey key) {
+  switch (v.n_terms) {
+    case 4: return metropolis_rows_avx512<Homog, 4>(v, sweep, hits, step, key);
+    case 6: return metropolis_rows_avx512<Homog, 6>(v, sweep, hits, step, key);
+    case 8: return metropolis_rows_avx512<Homog, 8>(v, sweep, hits, step, key);
+    default: return metropolis_rows_avx512<Homog, 0>(v, sweep, hits, step, key);
+  }
+}
+
+template <bool Homog, int NT, int U>
 inline int64_t ising_groups_avx512(const RowView& v, const double* const* nb, const double* const* cp,
                                    int64_t k, uint32_t sweep, int hits, PhiloxKey key) {
   const __m512d zero = _mm512_setzero_pd(), two = _mm512_set1_pd(2.0);
@@ -285,7 +298,7 @@ inline int64_t ising_groups_avx512(const RowView& v, const double* const* nb, co
   int64_t accepted = 0;
 #pragma GCC unroll 8
   for (int u = 0; u < U; ++u) {
-    l[u] = load_lanes8<Homog>(v, nb, cp, k + 8 * u);
+    l[u] = load_lanes8<Homog, NT>(v, nb, cp, k + 8 * u);
     s[u] = _mm512_maskz_loadu_pd(l[u].m, v.phi + k + 8 * u);
     Jr[u] = _mm512_sub_pd(l[u].J, l[u].r);
   }
@@ -313,22 +326,33 @@ inline int64_t ising_groups_avx512(const RowView& v, const double* const* nb, co
   return accepted;
 }
 
-template <bool Homog>
-inline int64_t ising_row_avx512(const RowView& v, uint32_t sweep, int hits, PhiloxKey key) {
+template <bool Homog, int NT>
+inline int64_t ising_rows_avx512(const RowView& v, uint32_t sweep, int hits, PhiloxKey key) {
   constexpr int U = kAvx512Groups;
   const double* nb[kMaxLinkTerms];
   const double* cp[kMaxLinkTerms];
   for (int t = 0; t < v.n_terms; ++t) nb[t] = v.nb_phi[t], cp[t] = v.nb_coup[t];
   int64_t accepted = 0, k = 0;
-  for (; k + 8 * U <= v.n; k += 8 * U) accepted += ising_groups_avx512<Homog, U>(v, nb, cp, k, sweep, hits, key);
+  for (; k + 8 * U <= v.n; k += 8 * U) accepted += ising_groups_avx512<Homog, NT, U>(v, nb, cp, k, sweep, hits, key);
   switch ((v.n - k + 7) / 8) {  // the tail: as many groups as needed, the last one masked
-    case 1: return accepted + ising_groups_avx512<Homog, 1>(v, nb, cp, k, sweep, hits, key);
-    case 2: return accepted + ising_groups_avx512<Homog, 2>(v, nb, cp, k, sweep, hits, key);
-    case 3: return accepted + ising_groups_avx512<Homog, 3>(v, nb, cp, k, sweep, hits, key);
-    case 4: return accepted + ising_groups_avx512<Homog, 4>(v, nb, cp, k, sweep, hits, key);
+    case 1: return accepted + ising_groups_avx512<Homog, NT, 1>(v, nb, cp, k, sweep, hits, key);
+    case 2: return accepted + ising_groups_avx512<Homog, NT, 2>(v, nb, cp, k, sweep, hits, key);
+    case 3: return accepted + ising_groups_avx512<Homog, NT, 3>(v, nb, cp, k, sweep, hits, key);
+    case 4: return accepted + ising_groups_avx512<Homog, NT, 4>(v, nb, cp, k, sweep, hits, key);
     default:
-      for (; k < v.n; k += 8) accepted += ising_groups_avx512<Homog, 1>(v, nb, cp, k, sweep, hits, key);
+      for (; k < v.n; k += 8) accepted += ising_groups_avx512<Homog, NT, 1>(v, nb, cp, k, sweep, hits, key);
       return accepted;
+  }
+}
+
+// The common link counts get their own unrolled code (2D, 3D, 4D nearest neighbours; 2D + nnn).
+template <bool Homog>
+inline int64_t ising_row_avx512(const RowView& v, uint32_t sweep, int hits, PhiloxKey key) {
+  switch (v.n_terms) {
+    case 4: return ising_rows_avx512<Homog, 4>(v, sweep, hits, key);
+    case 6: return ising_rows_avx512<Homog, 6>(v, sweep, hits, key);
+    case 8: return ising_rows_avx512<Homog, 8>(v, sweep, hits, key);
+    default: return ising_rows_avx512<Homog, 0>(v, sweep, hits, key);
   }
 }
 #endif
