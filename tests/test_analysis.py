@@ -126,8 +126,10 @@ def test_gaussian_ensemble_matches_exact(tmp_path, comm):
     # C(t) = sum over the spatial direction of G(t, x)
     exact_c = G.sum(axis=1)
     corr = res["correlator"]
+    conn = res["correlator_connected"]
     for t in range(shape[0]):
         assert abs(corr["mean"][t] - exact_c[t]) <= NSIGMA * corr["error"][t], t
+        assert abs(conn["mean"][t] - exact_c[t]) <= NSIGMA * conn["error"][t], t  # <M> = 0 exactly
     # the full two-point function from the stored configurations (FFT)
     configs = np.concatenate(list(ens.iter_configs()))
     g = two_point_samples(configs)

@@ -15,7 +15,8 @@ Quantities (V = volume, d = dimensions, L0 = extent of direction 0, s(t) = time-
     energy_per_link = -<sum_<xy> phi_x phi_y> / (d V)       nearest-neighbour links; for `ising`
                                                            this is the energy per link -<s s>
     C(t) = (1/V) sum_t0 <s(t0) s(t0 + t)>                  zero-momentum time-slice correlator
-                                                           (not connected: <m> = 0 by symmetry at h = 0)
+    C_conn(t) = C(t) - <M>^2 / (L0 V)                      its connected part (differs from C(t)
+                                                           when the chain stays in one sign sector)
     G~(p) = (1/V) <|sum_x e^{i p x_0} phi_x|^2>            from s(t): G~(0) = <M^2>/V
     xi2 = sqrt(G~(0)/G~(p_min) - 1) / (2 sin(p_min/2)),   p_min = 2 pi / L0   second-moment
                                                            correlation length along direction 0
@@ -30,6 +31,7 @@ Exports:
     gamma(series, name=ENSEMBLE_NAME) -> pyerrors.Obs with the Gamma method applied
     summarize(obs) -> dict            mean, error, tau_int, tau_int_error of an analysed Obs
     timeslice_correlator_obs(slice_sums, volume) -> list of Obs C(0..L0-1)
+    correlators(ens, therm=0, bin=1) -> (C(t), C_conn(t)) lists of Obs
     second_moment_xi(g0, g1, L) -> Obs   xi2 from Obs G~(0), G~(p_min) (p_min = 2 pi / L)
     mode_powers(configs, axis) -> (G~(0), G~(p_min e_axis)) per configuration
     two_point_samples(configs) -> per-configuration G(x) = (1/V) sum_y phi_y phi_{y+x} (FFT)
@@ -166,6 +168,21 @@ def timeslice_correlator_obs(slice_sums, volume, name=ENSEMBLE_NAME) -> list:
     return [gamma(c[:, t], name) for t in range(c.shape[1])]
 
 
+def correlators(ens: Ensemble, therm=0, bin=1):
+    """(C(t), C_conn(t)) for t = 0..L0-1 as lists of Obs, from the stored slice sums.
+
+    C(t) is a per-record product, so it is formed before binning; C_conn(t) = C(t) - <M>^2/(L0 V)
+    with M = sum of the slice sums, errors propagated jointly."""
+    raw = np.asarray(ens.observables["slice_sums"], dtype=float)
+    L0, V = raw.shape[1], ens.volume
+    c = cut_and_bin(timeslice_correlator(raw, V), therm, bin)
+    corr = [gamma(c[:, t]) for t in range(L0)]
+    M = gamma(cut_and_bin(raw.sum(axis=1), therm, bin))
+    disc = M ** 2 / (L0 * V)
+    conn = [o - disc for o in corr]
+    return corr, conn
+
+
 def second_moment_xi(g0: pe.Obs, g1: pe.Obs, L: int) -> pe.Obs:
     """xi2 = sqrt(G~(0)/G~(p_min) - 1) / (2 sin(p_min/2)), p_min = 2 pi / L (nan if G~(0) < G~(p_min))."""
     p = 2 * np.pi / L
@@ -202,6 +219,11 @@ def two_point_samples(configs):
     return np.fft.irfftn(f * np.conj(f), s=c.shape[1:], axes=axes) / V
 
 
+def _series_summary(obs_list):
+    sums = [summarize(o) for o in obs_list]
+    return {"t": list(range(len(sums))), **{k: [s[k] for s in sums] for k in sums[0]}}
+
+
 def _record_spacing(ens):
     sw = ens.observables.get("sweep")
     if sw is None or len(sw) < 2:
@@ -215,7 +237,8 @@ def analyze(ens: Ensemble, therm: int = 0, bin: int = 1, use_configs: bool = Tru
     """Every scalar observable, the derived quantities and C(t), with Gamma-method errors.
 
     Returns a JSON-ready dict: run info, observables {name: summary}, derived {name: summary},
-    correlator {t, mean, error, tau_int}, notes (list of str).
+    correlator and correlator_connected {t, mean, error, tau_int, tau_int_error} (lists over t),
+    notes (list of str).
     """
     n_used = (max(ens.n_records - therm, 0)) // bin
     if n_used < 2:
@@ -230,7 +253,7 @@ def analyze(ens: Ensemble, therm: int = 0, bin: int = 1, use_configs: bool = Tru
         "therm": therm, "bin": bin, "n_used": n_used, "record_spacing_sweeps": _record_spacing(ens),
         "tau_int_unit": "records" if bin == 1 else f"bins of {bin} records",
         "observables": {n: summarize(o) for n, o in obs.items()},
-        "derived": {}, "correlator": None, "notes": notes,
+        "derived": {}, "correlator": None, "correlator_connected": None, "notes": notes,
     }
     der = {}
     if "sum_phi2" in obs:
@@ -246,11 +269,9 @@ def analyze(ens: Ensemble, therm: int = 0, bin: int = 1, use_configs: bool = Tru
 
     if "slice_sums" in ens.observables:
         raw = np.asarray(ens.observables["slice_sums"], dtype=float)
-        # C(t) and mode powers are per-record products: bin them after forming the products
-        c = cut_and_bin(timeslice_correlator(raw, V), therm, bin)
-        corr = [gamma(c[:, t]) for t in range(c.shape[1])]
-        sums = [summarize(o) for o in corr]
-        result["correlator"] = {"t": list(range(len(corr))), **{k: [s[k] for s in sums] for k in sums[0]}}
+        corr, conn = correlators(ens, therm, bin)
+        result["correlator"] = _series_summary(corr)
+        result["correlator_connected"] = _series_summary(conn)
         p0, p1 = _mode_powers_from_slices(raw, raw.shape[1])
         g0, g1 = gamma(cut_and_bin(p0 / V, therm, bin)), gamma(cut_and_bin(p1 / V, therm, bin))
         der["xi2"] = second_moment_xi(g0, g1, ens.shape[0])
@@ -308,11 +329,17 @@ def format_report(result: dict) -> str:
 
     lines += table("observable", result["observables"]) + [""]
     lines += table("derived", result["derived"])
-    corr = result.get("correlator")
+    corr, conn = result.get("correlator"), result.get("correlator_connected")
     if corr:
-        lines += ["", f"{'t':>4} {'C(t)':>24} {'mean':>15} {'error':>11} {'tau_int':>16}"]
-        for t, m, e, tau, dtau in zip(corr["t"], corr["mean"], corr["error"], corr["tau_int"], corr["tau_int_error"]):
-            lines.append(f"{t:>4} {_fmt_value(m, e):>24} {m:>15.8g} {e:>11.3g} {f'{tau:.2f}({dtau:.2f})':>16}")
+        # C(t) = C(L0 - t): print t = 0 .. L0/2
+        lines += ["", f"{'t':>4} {'C(t)':>20} {'tau_int':>14} {'C_conn(t)':>20} {'tau_int':>14}"]
+        for t in range(len(corr["t"]) // 2 + 1):
+            row = f"{t:>4} {_fmt_value(corr['mean'][t], corr['error'][t]):>20} " \
+                  f"{corr['tau_int'][t]:>8.2f}({corr['tau_int_error'][t]:.2f})"
+            if conn:
+                row += f" {_fmt_value(conn['mean'][t], conn['error'][t]):>20} " \
+                       f"{conn['tau_int'][t]:>8.2f}({conn['tau_int_error'][t]:.2f})"
+            lines.append(row)
     for note in result.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)

@@ -4,7 +4,7 @@ Exports:
     plot_history(ens, path)              Monte Carlo history of m, |m|, phi^2 per site and the
                                          energy per link against the sweep (or record) index
     plot_histogram_m(ens, path, therm=0)  histogram of the magnetisation per site m
-    plot_correlator(ens, path, therm=0, bin=1)   C(t) with Gamma-method errors, log y axis
+    plot_correlator(ens, path, therm=0, bin=1)   C(t) and C_conn(t) with Gamma-method errors, log y
     plot_configuration(ens, path, index=-1)      one stored configuration as an image
                                          (a 2D slice x_2 = x_3 = ... = 0 for d > 2)
     plot_all(ens, out_dir, therm=0, bin=1) -> list of written paths
@@ -19,8 +19,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from qftml.analysis import cut_and_bin, gamma, summarize  # noqa: E402
-from qftml.observables import timeslice_correlator  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
+
+from qftml.analysis import correlators, summarize  # noqa: E402
 
 
 def _title(ens, what):
@@ -80,23 +81,30 @@ def plot_histogram_m(ens, path, therm=0):
 
 
 def plot_correlator(ens, path, therm=0, bin=1):
-    c = cut_and_bin(timeslice_correlator(ens.observables["slice_sums"], ens.volume), therm, bin)
-    s = [summarize(gamma(c[:, t])) for t in range(c.shape[1])]
-    t = np.arange(c.shape[1])
-    mean = np.array([x["mean"] for x in s])
-    err = np.array([x["error"] for x in s])
+    corr, conn = correlators(ens, therm, bin)
+    t = np.arange(len(corr))
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    pos = mean > 0  # a log axis shows only positive estimates; say so if any are dropped
-    ax.errorbar(t[pos], mean[pos], yerr=err[pos], fmt="o", ms=4, capsize=3, label="C(t), Gamma-method errors")
+    dropped = 0
+    for obs, label, fmt in ((corr, "C(t)", "o"), (conn, r"$C_{conn}(t) = C(t) - \langle M\rangle^2/(L_0 V)$", "s")):
+        s = [summarize(o) for o in obs]
+        mean = np.array([x["mean"] for x in s])
+        err = np.array([x["error"] for x in s])
+        pos = mean > 0  # a log axis shows only positive estimates; the title says if any are dropped
+        dropped += int((~pos).sum())
+        ax.errorbar(t[pos], mean[pos], yerr=err[pos], fmt=fmt, ms=4, capsize=3, label=label, alpha=0.85)
     ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    if hi / lo < 20:  # less than ~a decade: plain numbers read better than 1.2 x 10^1
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel("t (lattice units, direction 0)")
-    ax.set_ylabel(r"$C(t) = \frac{1}{V}\sum_{t_0} \langle s(t_0)\, s(t_0+t)\rangle$")
-    title = "time-slice correlator"
-    if not pos.all():
-        title += f" ({(~pos).sum()} non-positive points not shown)"
+    ax.set_ylabel(r"$\frac{1}{V}\sum_{t_0} \langle s(t_0)\, s(t_0+t)\rangle$")
+    title = "time-slice correlator, Gamma-method errors"
+    if dropped:
+        title += f"\n({dropped} non-positive estimates not shown on the log axis)"
     ax.set_title(_title(ens, title), fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -118,7 +126,7 @@ def plot_configuration(ens, path, index=-1):
     else:
         lim = float(np.max(np.abs(cfg))) or 1.0
         im = ax.imshow(cfg, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest", origin="lower")
-    fig.colorbar(im, ax=ax, label="spin s" if ising else r"$\phi_x$")
+    fig.colorbar(im, ax=ax, label="spin s" if ising else r"$\phi_x$", ticks=[-1, 1] if ising else None)
     ax.set_xlabel("x_1")
     ax.set_ylabel("x_0")
     sweep = ens.observables.get("sweep")
