@@ -28,7 +28,7 @@ def row(epochs=5, precondition="fisher"):
     start = L.random_couplings(lat, 5, {"w": (0.5, 1.5), "a": (1.0, 2.0), "b": (0.1, 0.3), "r": 0.0})
     model = L.Model(lat, start, b_floor=1e-3)
     target = qftml.Action.homogeneous(lat)
-    trainer = L.Trainer(model, target, O.SGD(0.05), comms, seed=1, samples=100, sweeps_between=2,
+    trainer = L.Trainer(model, target, O.SGD(1e-4), comms, seed=1, samples=100, sweeps_between=2,
                         thermalize=20, thermalize_after_update=5, algorithm="heatbath", precondition=precondition)
     trainer.run_epoch()
     keys = ("sampling", "gradient", "communication", "total")
@@ -36,7 +36,8 @@ def row(epochs=5, precondition="fisher"):
     for _ in range(epochs):
         rec = trainer.run_epoch()
         acc += [rec.timings[k] for k in keys]
-    acc = comm.allreduce(acc, op=MPI.MAX) / epochs  # the slowest rank sets the pace
+    comm.Allreduce(MPI.IN_PLACE, acc, op=MPI.MAX)  # the slowest rank sets the pace
+    acc /= epochs
     if comm.rank == 0:
         s, g, c, t = acc
         print(f"| {comm.size} | {precondition} | {t * 1e3:.1f} | {s * 1e3:.1f} | {g * 1e3:.1f} | {c * 1e3:.2f} | "
@@ -54,7 +55,8 @@ def main():
           "gradient + comm. |")
     print("|---|---|---|---|---|---|---|", flush=True)
     for n in (1, 2):
-        code = subprocess.call([os.path.join(bindir, "mpiexec"), "-n", str(n), sys.executable, here, "--row"])
+        code = subprocess.call([os.path.join(bindir, "mpiexec"), "-n", str(n), sys.executable, here, "--row"],
+                               stdin=subprocess.DEVNULL)
         if code:
             return code
     return 0

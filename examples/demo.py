@@ -33,12 +33,12 @@ def main() -> int:
            "--set", "training.checkpoint_every=0", "--set", f"output.path='{path}'"]
     print("running:", " ".join(cmd[:5]), "... (300 epochs, 2 replicas x 50 samples per epoch)", flush=True)
     t0 = time.time()
-    code = subprocess.call(cmd, cwd=ROOT)
+    code = subprocess.call(cmd, cwd=ROOT, stdin=subprocess.DEVNULL)
     if code:
         print(f"demo: qftml learn failed with exit code {code}", file=sys.stderr)
         return code
     with h5py.File(path, "r") as f:
-        start = {k: f[f"history/couplings/{k}/std"][0] for k in TARGET}
+        start = {k: f[f"checkpoints/epoch_0/{k}"][()].std() for k in TARGET}
         print(f"\nlearned in {time.time() - t0:.0f} s; couplings after {f['history/epoch'].shape[0]} epochs:")
         print(f"{'family':6s} {'target':>9s} {'mean':>9s} {'std':>8s} {'max |dev|':>10s} {'std at start':>13s}")
         for k, want in TARGET.items():

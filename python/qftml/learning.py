@@ -288,6 +288,11 @@ class GradientEstimator:
         own = {tuple(int(i == mu) for i in range(model.lattice.ndim)) for mu in range(model.lattice.ndim)}
         own |= {tuple(e) for e in model.extra_offsets}
         self.refresh_halos = not {tuple(e) for e in target.offsets} <= own
+        # if A's links are S's links (same order), A's local value uses S's densities: one call less
+        a_extra = [tuple(e) for e in target.offsets[model.lattice.ndim:]]
+        self.reuse_densities = not a_extra or a_extra == [tuple(e) for e in model.extra_offsets]
+        if self.reuse_densities and not a_extra:
+            self.target_couplings.pop("g", None)
 
     def begin(self, action_s: Action, shift: float = 0.0) -> None:
         self.action_s = action_s
@@ -310,7 +315,7 @@ class GradientEstimator:
     @staticmethod
     def _local_value(couplings, dens):
         # S = sum_i theta_i dS/dtheta_i: S is linear in its couplings
-        return sum(float(np.vdot(couplings[f], dens[f])) for f in FAMILIES if f in dens and dens[f].size)
+        return sum(float(np.vdot(couplings[f], dens[f])) for f in FAMILIES if f in dens and f in couplings and dens[f].size)
 
     def add(self, field) -> None:
         t0 = time.perf_counter()
@@ -321,7 +326,8 @@ class GradientEstimator:
             field.exchange_halos()
             self.t_comm += time.perf_counter() - t1
             t0 += time.perf_counter() - t1
-        a_loc = self._local_value(self.target_couplings, self.target.gradient_densities(field))
+        a_dens = dens if self.reuse_densities else self.target.gradient_densities(field)
+        a_loc = self._local_value(self.target_couplings, a_dens)
         row = self.buffer[self.k]
         for fam, tied, _, lo, hi in self.columns:
             row[lo:hi] = dens[fam].sum() if tied else dens[fam].ravel()
