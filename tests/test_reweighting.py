@@ -17,7 +17,7 @@ from mpi4py import MPI
 import qftml
 from qftml import exact
 from qftml.reweight_targets import Ensemble, TargetSpec, compute_inputs, open_ensemble, scan_targets
-from qftml.reweighting import ReweightError, primary_observables, reweight, reweight_scan
+from qftml.reweighting import ReweightError, reweight, reweight_scan
 
 SHAPE = (8, 8)
 V = 64
