@@ -22,12 +22,14 @@ Exports:
     make_communicators(comm, replicas)  -> Communicators(world, domain, cross, replica, replicas)
     Model(lattice, couplings, learn, tied, extra_offsets, field, b_floor)   learnable couplings of S
     random_couplings(lattice, seed, ranges, extra_offsets)  reproducible random local blocks
-    GradientEstimator(model, target, comms)   accumulate Cov_p(S - A, dS/dtheta) over samples
-    GradientResult                            grads, mean_s_minus_a, series, timings, n
-    Trainer(...)                              epochs of sample -> gradient -> optimiser step
+    GradientEstimator(model, target, comms, fisher=False)   accumulate Cov_p(S - A, dS/dtheta)
+                                              (and the Fisher site / tied blocks) over samples
+    GradientResult                            grads, mean_s_minus_a, series, timings, n,
+                                              natural_grads(damping, mode) = G_block^-1 dF/dtheta
+    Trainer(...) / EpochRecord                epochs of sample -> gradient -> optimiser step
                                               (optional natural gradient, element-wise step clipping)
-    gather_global(lattice, local) / scatter_global(lattice, global)   small-volume helpers
-    FAMILY_SHAPES                             how each family's local array is shaped
+    gather_global(lattice, local)             the global array on rank 0 (small volumes only)
+    gamma_error(series_per_replica)           mean and Gamma-method error (pyerrors), replicas pooled
 """
 from __future__ import annotations
 
