@@ -10,7 +10,7 @@ DEPS := mpich "mpi4py>=4.0" numpy h5py pyerrors tqdm matplotlib scipy pybind11 "
         pytest pytest-mpi pytest-timeout numba
 CPP_SOURCES := $(shell find cpp -name '*.cpp' -o -name '*.hpp')
 
-.PHONY: all setup build demo test test-serial test-mpi bench clean
+.PHONY: all setup build demo test test-serial bench clean
 
 all: build
 
