@@ -94,7 +94,8 @@ def measure_case(shape, inhomogeneous, comm, grid=None, repeats=5, sweeps=None, 
         "wall_s_blocks": walls,
         "timers_s_per_sweep": timers,
         "exchange_s_standalone": t_exchange,
-        "halo_hidden_fraction": (1.0 - timers["halo_wait"] / t_exchange) if (size > 1 and t_exchange > 0) else None,
+        # Clipped at 0: a wait longer than a whole blocking exchange means the ranks were out of step.
+        "halo_hidden_fraction": max(0.0, 1.0 - timers["halo_wait"] / t_exchange) if (size > 1 and t_exchange > 0) else None,
     }
     return out
 
