@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,11 +56,28 @@ if comm.rank == 0:
 
 # -- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory):
+def slurm_tmp_root():
+    """A private directory for the cluster and the jobs. Not pytest's basetemp: pytest deletes all
+    but the newest three basetemps when a session starts, which would pull the working directories
+    from under running jobs whenever another pytest session starts on the same machine."""
+    root = tempfile.mkdtemp(prefix="qftml-slurm-tests-")
+    yield root
+    if not os.environ.get("QFTML_SLURM_KEEP"):  # keep the logs for debugging
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def tmp_path(request, slurm_tmp_root):
+    """Per-test directory inside slurm_tmp_root (overrides pytest's tmp_path in this module)."""
+    return Path(tempfile.mkdtemp(prefix=request.node.name[:60].replace("/", "_") + "-", dir=slurm_tmp_root))
+
+
+@pytest.fixture(scope="session")
+def cluster(slurm_tmp_root):
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
-    c = SlurmCluster(str(tmp_path_factory.mktemp("slurm")))
+    c = SlurmCluster(os.path.join(slurm_tmp_root, "cluster"))
     try:
         c.start()
     except Exception:
