@@ -6,13 +6,16 @@ reason when that is impossible (no packages, not root). Jobs run 2 MPI ranks und
 `srun --mpi=pmi2` with the MPICH wheel's libmpi.
 
 Two kinds of job:
-  * the real commands that exist (`qftml sample`, `qftml analyze`): valid HDF5/JSON outputs,
-    preemption -> checkpoint -> requeue -> bit-identical result, chained sample -> analyze;
+  * the real commands (`qftml sample`, `analyze`, `learn`, `reweight`): valid HDF5/JSON outputs,
+    preemption -> checkpoint -> requeue -> bit-identical result, chained sample -> analyze (the two
+    commands of docs/cluster.md), sample -> reweight, the array sweep of examples/slurm_pipeline.py;
   * a recording stand-in for `qftml` (FAKE_QFTML below: an mpi4py program that records its argv,
     rank and COMM_WORLD size): every template, including those of commands not yet written,
     reaches `qftml <command>` with exactly the intended arguments on 2 ranks, and no shell
     metacharacter in a config value is ever executed.
 Not mpi-marked: the jobs start their own MPI ranks; these tests run in the serial pass only.
+Jobs and the cluster live in a private temporary directory (removed at the end; set
+QFTML_SLURM_KEEP=1 to keep it with all job logs).
 """
 from __future__ import annotations
 
