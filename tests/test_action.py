@@ -89,3 +89,23 @@ def test_bad_action_arguments(comm):
         qftml.Action(lat, 1.0, 2.0, 0.1, 0.0, extra_offsets="diagonal")
     with pytest.raises(ValueError, match="local shape"):
         qftml.Action(lat, np.ones((3, 3, 2)), 2.0, 0.1, 0.0)
+
+
+@pytest.mark.mpi
+def test_diagonal_links_measured_on_a_chain_of_a_nearest_neighbour_action(comm):
+    # The sampler of a nearest-neighbour action exchanges faces only; an action with diagonal
+    # links evaluated on its field must refresh the edge and corner ghosts first.
+    shape = (8, 12)
+    lat = qftml.Lattice(shape, comm)
+    chain = qftml.Sampler(qftml.Action.homogeneous(lat), seed=5)
+    chain.sweep(3)
+    phi = comm.bcast(chain.field.gather(0))
+    target = qftml.Action.homogeneous(lat, extra="nnn", g=1.0)
+    want = [np.sum(phi * neighbour(phi, e)) for e in NNN]
+    obs = qftml.measure(chain.field, target)
+    np.testing.assert_allclose(obs["link_sums"][2:], want, rtol=1e-12)
+    chain.sweep(1)
+    phi = comm.bcast(chain.field.gather(0))
+    S_ref = reference_action(phi, w=np.ones(shape + (2,)), a=1.52425, b=0.175, r=0.0, g=np.ones(shape + (2,)),
+                             extra_offsets=NNN)
+    assert target.action(chain.field) == pytest.approx(S_ref, rel=1e-12)

@@ -133,6 +133,7 @@ double Action::action(const Field& field) const {
   // Fixed-point sum of per-site terms: the same bits on every process grid (reproducible_sum.hpp).
   const int n_links = this->n_links();
   const int64_t n = layout_.half_row();
+  if (n_extra() > 0) field.ensure_corner_ghosts();
   fixed128 total = 0;
   layout_.for_each_row([&](int p, int64_t base, int c, const int*) {
     const double* phi = field.parity(p) + base;
@@ -153,6 +154,7 @@ double Action::action(const Field& field) const {
 void Action::gradient_densities(const Field& field, double* dw, double* dg, double* da, double* db,
                                 double* dr) const {
   const int d = geometry_.dim(), n_extra = this->n_extra();
+  if (n_extra > 0) field.ensure_corner_ghosts();
   int64_t i = 0;
   layout_.for_each_site([&](const int* x, int p, int64_t flat) {
     const int c = x[d - 1] & 1;

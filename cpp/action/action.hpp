@@ -7,7 +7,8 @@
 //   Action(geometry, field_type, extra_offsets, w, g, a, b, r)
 //       couplings as natural-order local arrays (w: V x d, g: V x n_extra, a, b, r: V); stored
 //       checkerboard ordered with ghosts; rejects non-normalisable couplings on every rank
-//   action(field)                 global S (collective; field ghosts must be fresh)
+//   action(field)                 global S (collective; face ghosts must be fresh, as they are
+//                                 after sweeps; edge/corner ghosts are refreshed if needed)
 //   gradient_densities(field, ...)  dS/dw, dS/dg, dS/da, dS/db, dS/dr per site, natural order
 //   get_couplings(...)            the couplings back in natural order
 //   shift(l, c, dir)              where the neighbour x +- e_l lives (flat delta, parity change)

@@ -23,6 +23,7 @@ void Field::get_local(double* natural) const {
 void Field::exchange_halos() {
   halo_.exchange(data_[0].data());
   halo_.exchange(data_[1].data());
+  corners_fresh_ = true;
 }
 
 namespace {

@@ -5,6 +5,9 @@
 //   set_local(x) / get_local(out)   this rank's block in natural (row-major) order; set_local
 //                                   refreshes the ghosts (collective)
 //   exchange_halos()         fill every ghost, edges and corners included (collective)
+//   mark_corners_stale()     a sampler that exchanged faces only says so
+//   ensure_corner_ghosts()   exchange_halos() if edges/corners are stale (collective; every rank
+//                            sees the same history, so all agree); diagonal links need them
 //   gather(root)             the global lattice in natural order on `root` (collective; only on
 //                            explicit request, small volumes)
 //   scatter(global, root)    the inverse of gather
@@ -29,6 +32,11 @@ class Field {
   void set_local(const double* natural);
   void get_local(double* natural) const;
   void exchange_halos();
+  void mark_corners_stale() { corners_fresh_ = false; }
+  // Ghosts are a cache of the neighbours' values, so refreshing them is allowed on a const Field.
+  void ensure_corner_ghosts() const {
+    if (!corners_fresh_) const_cast<Field*>(this)->exchange_halos();
+  }
   std::vector<double> gather(int root) const;
   void scatter(const double* global, int root);
 
@@ -37,6 +45,7 @@ class Field {
   CheckerboardLayout layout_;
   std::vector<double> data_[2];
   HaloExchange halo_;
+  bool corners_fresh_ = true;
 };
 
 }  // namespace qftml

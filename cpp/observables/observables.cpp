@@ -11,6 +11,7 @@ Measurement measure(const Field& field, const Action& action) {
   const int n_links = action.n_links();
   const int64_t n = layout.half_row();
   const int L0 = g.shape()[0];
+  if (action.n_extra() > 0) field.ensure_corner_ghosts();
   // [M, phi^2, phi^4, S, links..., slices...] as fixed-point sums of per-site terms, so the
   // result is the same bit for bit on any process grid (reproducible_sum.hpp).
   std::vector<fixed128> v(4 + n_links + L0, 0);

@@ -131,6 +131,7 @@ void Sampler::one_sweep() {
     pending = col.parity;
   }
   halo_.finish(field_.parity(pending));
+  if (!halo_.corners()) field_.mark_corners_stale();  // faces only: diagonal links need a refresh
   ++sweep_index_;
 }
 
