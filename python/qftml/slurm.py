@@ -50,7 +50,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from qftml.config import ConfigError, parse_override
+from qftml.config import ConfigError, read_raw_config
 
 TEMPLATES = ("sample", "analyze", "learn", "reweight", "irg", "sweep")
 # Templates whose job runs one `qftml <command> CONFIG.toml`; analyze reads the ensemble instead.
@@ -235,21 +235,6 @@ class RenderedJob:
         return path
 
 
-def _raw_config(config: Path, overrides) -> dict:
-    """The TOML of `config` with `--set` overrides applied (not validated: the job's command does)."""
-    try:
-        with open(config, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {config} not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {config} is not valid TOML: {e}") from None
-    for text in overrides:
-        section, key, value = parse_override(text)
-        raw.setdefault(section, {})[key] = value
-    return raw
-
-
 def _preempted_exit_code() -> int:
     try:
         from qftml.sampling import EXIT_PREEMPTED
@@ -342,7 +327,7 @@ def render(template: str, config, overrides=(), options: JobOptions | None = Non
     path = template_path(template)
     config = Path(config).absolute()
     overrides = list(overrides)
-    raw = _raw_config(config, overrides)
+    raw = read_raw_config(config, overrides)  # not validated here: the job's command does
     workdir = Path(options.workdir or os.getcwd()).absolute()
     out_rel = (raw.get("output") or {}).get("path")
 
