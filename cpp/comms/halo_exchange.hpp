@@ -2,7 +2,9 @@
 //
 // Exports:
 //   HaloExchange(geometry, layout, corners)  precomputes face index lists and buffers
-//   start(a)    packs faces and posts non-blocking sends/receives; interior work may follow
+//   start(a)    packs faces and posts non-blocking sends/receives; interior work may follow.
+//               Without corners, a direction in which the process grid has one rank is copied
+//               at once (local_direction(mu)): its ghosts are fresh when start returns
 //   finish(a)   waits, unpacks ghosts; with corners=true the directions 1..d-1 are then exchanged
 //               one after the other, faces including earlier ghosts, which fills edge and corner
 //               ghosts (needed by diagonal links); without corners all directions are in flight
@@ -30,6 +32,7 @@ class HaloExchange {
     finish(a);
   }
   bool corners() const { return corners_; }
+  bool local_direction(int mu) const { return local_[mu]; }
   double wait_seconds() const { return wait_seconds_; }
   double pack_seconds() const { return pack_seconds_; }
   void reset_timers() { wait_seconds_ = pack_seconds_ = 0.0; }
@@ -37,10 +40,12 @@ class HaloExchange {
  private:
   void post(int mu, double* a);
   void complete(int mu_begin, int mu_end, double* a);
+  void copy_local(int mu, double* a);
 
   const Geometry& geometry_;
   int dim_;
   bool corners_;
+  bool local_[kMaxDim] = {};
   std::vector<int64_t> send_idx_[kMaxDim][2], recv_idx_[kMaxDim][2];
   std::vector<double> send_buf_[kMaxDim][2], recv_buf_[kMaxDim][2];
   std::vector<MPI_Request> requests_;

@@ -75,13 +75,16 @@ void Sampler::build_colours() {
     bool edge_row = false;
     for (int mu = 0; mu < d - 1; ++mu) {
       gbase += static_cast<uint64_t>(g.local_offset()[mu] + x[mu]) * g.global_stride(mu);
-      edge_row = edge_row || x[mu] == 0 || x[mu] == layout.local(mu) - 1;
+      edge_row = edge_row || (!halo_.local_direction(mu) && (x[mu] == 0 || x[mu] == layout.local(mu) - 1));
     }
     Colour& col = colours_[colour];
     col.parity = p;
     // Interior sites have every neighbour (offsets in {-1,0,1}^d) off the ghost layer:
     // x_{d-1} = 2k + c in [1, L-2], i.e. k in [1, half) for c = 0 and [0, half-1) for c = 1.
-    const int64_t k_lo = c == 0 ? 1 : 0, k_hi = c == 0 ? half : half - 1;
+    // (A direction copied locally at the start of the exchange has no boundary.)
+    const bool inner_local = halo_.local_direction(inner);
+    const int64_t k_lo = inner_local ? 0 : (c == 0 ? 1 : 0);
+    const int64_t k_hi = inner_local ? half : (c == 0 ? half : half - 1);
     if (edge_row || k_lo >= k_hi) {
       col.boundary.push_back(make_view(p, base, c, gbase, 0, half));
       return;
