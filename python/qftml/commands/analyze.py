@@ -9,7 +9,8 @@ Exit codes: 0 done; 2 missing/damaged file or too few records.
 from __future__ import annotations
 
 import json
-import math
+
+from qftml.json_output import json_safe
 
 HELP = "error analysis of an ensemble file: means, Gamma-method errors, tau_int, chi, Binder, xi2, C(t)"
 
@@ -26,17 +27,6 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="accepted for symmetry with other commands")
 
 
-def _json_safe(x):
-    """NaN/inf become null (strict JSON)."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 def run(args) -> int:
     from mpi4py import MPI
 
@@ -49,7 +39,7 @@ def run(args) -> int:
     ens = load_ensemble(args.file)
     result = analyze(ens, therm=args.therm, bin=args.bin, use_configs=not args.no_configs)
     if args.json:
-        print(json.dumps(_json_safe(result), indent=1), flush=True)
+        print(json.dumps(json_safe(result), indent=1), flush=True)
     else:
         print(format_report(result), flush=True)
     return 0

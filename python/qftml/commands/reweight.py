@@ -30,6 +30,7 @@ import sys
 import numpy as np
 
 from qftml.config import OUTPUT, ConfigError, Spec, load_config
+from qftml.json_output import json_safe
 
 HELP = "reweight ensembles of S to new, extrapolated and complex couplings A (with ESS and average phase)"
 
@@ -219,18 +220,6 @@ def format_table(cfg, points, inputs) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        return _json_safe(x.item())
-    return x
-
-
 def _stem(path):
     root, ext = os.path.splitext(path)
     return root if ext in (".h5", ".hdf5") else path
@@ -249,7 +238,7 @@ def write_outputs(cfg, points, inputs, direct=()):
     meta = {"config": cfg, "sources": inputs.sources, "replica_lengths": inputs.replica_lengths,
             "shape": list(inputs.shape), "targets": [dataclasses.asdict(t) for t in inputs.targets]}
     with open(stem + ".json", "w") as f:
-        json.dump(_json_safe({**meta, "scan": {"key": key, "values": values},
+        json.dump(json_safe({**meta, "scan": {"key": key, "values": values},
                               "points": [p.to_dict() for p in points],
                               "direct": [p.to_dict() for p in direct]}), f, indent=1)
     table = format_table(cfg, points, inputs)
@@ -257,7 +246,7 @@ def write_outputs(cfg, points, inputs, direct=()):
         f.write(table + "\n")
     with h5py.File(out, "w") as f:
         f.attrs["format"] = "qftml-reweight"
-        f.attrs["meta"] = json.dumps(_json_safe(meta))
+        f.attrs["meta"] = json.dumps(json_safe(meta))
         from qftml import __version__
         f.attrs["package_version"] = __version__
         f["scan/values"] = np.asarray(values, dtype=float)
