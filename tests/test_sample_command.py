@@ -1,6 +1,7 @@
 """`qftml sample` end to end, in subprocesses under mpiexec (serial pass; not marked mpi):
 bad configs, resume on another rank count, SIGKILL mid-run, SIGTERM preemption, physics
 mismatch, damaged files."""
+import json
 import os
 import signal
 import subprocess
@@ -326,3 +327,12 @@ def test_preempted_during_thermalisation_resumes_with_the_tuned_step(tmp_path, m
     a, b = load(os.path.join(d, "ref.h5")), load(os.path.join(d, "pre.h5"))
     assert_same_chain(a, b, bitwise_obs_records=len(a[0]))
     assert a[2]["step"] == b[2]["step"]
+
+
+def test_missing_output_directory_is_created(tmp_path):
+    # README's first steps write to out/ens.h5 in a fresh clone.
+    cfg = write_config(str(tmp_path))
+    target = tmp_path / "new" / "nested" / "ens.h5"
+    r = qftml([cfg, "--set", f"output.path={json.dumps(str(target))}", "--set", "sampler.sweeps=10"], ranks=None)
+    assert r.returncode == 0, r.stderr
+    assert target.exists()

@@ -149,21 +149,33 @@ def _on_root(comm, fn):
     return payload
 
 
+def _output_problem(cfg, path, directory, resume):
+    """Why the output path cannot be used (None if it can)."""
+    if not os.path.isdir(directory):
+        return f"output.path = {path!r}: directory {directory} does not exist"
+    if not os.access(directory, os.W_OK):
+        return f"output.path = {path!r}: directory {directory} is not writable"
+    if resume and not os.path.exists(path):
+        return f"--resume: output file {path} does not exist (run without --resume to start)"
+    if not resume and os.path.exists(path) and not cfg["output"]["overwrite"]:
+        return (f"output file {path} exists: use --resume to continue its chain, "
+                f"or --set output.overwrite=true to replace it")
+    return None
+
+
 def _check_output(cfg, resume, comm):
     """Rank 0 checks the output and checkpoint paths before anything is written; all ranks agree."""
     path = cfg["output"]["path"]
     error = None
     if comm.rank == 0:
         directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            error = f"output.path = {path!r}: directory {directory} does not exist"
-        elif not os.access(directory, os.W_OK):
-            error = f"output.path = {path!r}: directory {directory} is not writable"
-        elif resume and not os.path.exists(path):
-            error = f"--resume: output file {path} does not exist (run without --resume to start)"
-        elif not resume and os.path.exists(path) and not cfg["output"]["overwrite"]:
-            error = (f"output file {path} exists: use --resume to continue its chain, "
-                     f"or --set output.overwrite=true to replace it")
+        if not os.path.isdir(directory) and not resume:
+            try:  # the config is valid by now: make the output directory as a user expects
+                os.makedirs(directory, exist_ok=True)
+            except OSError as e:
+                error = f"output.path = {path!r}: cannot create directory {directory}: {e.strerror}"
+        if error is None:
+            error = _output_problem(cfg, path, directory, resume)
     error = comm.bcast(error, root=0)
     if error:
         raise ConfigError(error)
