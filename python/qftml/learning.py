@@ -285,11 +285,8 @@ class GradientEstimator:
         self.n_sites = model.lattice.local_volume
         self.batch = max(1, min(1024, batch_bytes // (8 * max(self.width, 1))))
         self.target_couplings = {k: np.asarray(v) for k, v in target.couplings().items()}
-        # after sweeps only the ghosts S reads are fresh: links of A that S lacks (e.g. nnn
-        # diagonals need corner ghosts) require a full halo exchange before A is evaluated
-        own = {tuple(int(i == mu) for i in range(model.lattice.ndim)) for mu in range(model.lattice.ndim)}
-        own |= {tuple(e) for e in model.extra_offsets}
-        self.refresh_halos = not {tuple(e) for e in target.offsets} <= own
+        # (links of A that S lacks, e.g. nnn diagonals, read corner ghosts: the engine refreshes
+        # them itself when A is evaluated on a field sampled with face-only exchanges)
         # if A's links are S's links (same order), A's local value uses S's densities: one call less
         a_extra = [tuple(e) for e in target.offsets[model.lattice.ndim:]]
         self.reuse_densities = not a_extra or a_extra == [tuple(e) for e in model.extra_offsets]
@@ -323,11 +320,6 @@ class GradientEstimator:
         t0 = time.perf_counter()
         dens = self.action_s.gradient_densities(field)
         s_loc = self._local_value(self.s_couplings, dens)
-        if self.refresh_halos:
-            t1 = time.perf_counter()
-            field.exchange_halos()
-            self.t_comm += time.perf_counter() - t1
-            t0 += time.perf_counter() - t1
         a_dens = dens if self.reuse_densities else self.target.gradient_densities(field)
         a_loc = self._local_value(self.target_couplings, a_dens)
         row = self.buffer[self.k]

@@ -589,8 +589,7 @@ def _statistics_from_configs(ensembles, lattice, keys, s_local, needed_obs=(), p
     sl = lattice.local_slices
     for j, (e, i) in enumerate(it):
         phi = np.asarray(e.configs[(i,) + sl], dtype=float)
-        fld.local = phi
-        fld.exchange_halos()
+        fld.local = phi  # setting the field refreshes its ghosts (one exchange per configuration)
         dens = probe.gradient_densities(fld)
         for c, fn in enumerate(cols):
             local[j, c] = fn(dens, phi)

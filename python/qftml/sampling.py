@@ -282,8 +282,7 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
     sampler = qftml.Sampler(action, seed=s_cfg["seed"], algorithm=s_cfg["algorithm"], hits=s_cfg["hits"],
                             step=s_cfg["step"], start="keep" if resume else s_cfg["start"])
     if resume:
-        sampler.field.local = block
-        sampler.field.exchange_halos()
+        sampler.field.local = block  # setting the field refreshes its ghosts
         sampler.sweep_index = int(state["sweep_index"])
         sampler.step = float(state["step"])
         writer = EnsembleWriter.reopen(out_path, lattice, int(state["n_records"]), layout, store, write_path)
