@@ -20,7 +20,7 @@ from mpi4py import MPI
 
 import qftml
 from qftml.critical import tau_int
-from qftml.inverse_rg import InverseRG, fine_lattice, local_observables
+from qftml.inverse_rg import InverseRG, local_observables
 
 MU2, LAM = -0.92, 0.7
 

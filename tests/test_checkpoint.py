@@ -5,7 +5,6 @@ import os
 import h5py
 import numpy as np
 import pytest
-from mpi4py import MPI
 
 import qftml
 from qftml.checkpoint import (CheckpointError, checkpoint_path, physics_differences, read_checkpoint,

@@ -5,12 +5,11 @@ import os
 import h5py
 import numpy as np
 import pytest
-from mpi4py import MPI
 
 import qftml
 from qftml.couplings_io import (action_from_couplings, couplings_digest, read_couplings, write_couplings,
                                 write_global_couplings)
-from qftml.ensemble_io import (BlockFile, EnsembleFileError, EnsembleWriter, observable_layout, read_attrs,
+from qftml.ensemble_io import (EnsembleFileError, EnsembleWriter, observable_layout, read_attrs,
                                read_configs, read_observables, stack_observables)
 
 

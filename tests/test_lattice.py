@@ -1,7 +1,6 @@
 """Geometry, process grids, halo exchange and the errors for bad lattices (issue 2)."""
 import numpy as np
 import pytest
-from mpi4py import MPI
 
 import qftml
 from engine_reference import global_index_field

@@ -263,8 +263,6 @@ def reweight(delta, primaries: dict, *, replica_lengths=None, ensemble_name="ens
     cols = np.cumsum([0] + [b.shape[1] for b in blocks])
     R = (X * w[:, None]).sum(0) / w.sum()
 
-    # bookkeeping: 'series' are projected fluctuations (n, k) complex; 'jk' are jackknife values
-    values, series, jk = [], [], []
     deriv_specs = []
     for dname in derived:
         inputs, f, g = DERIVED[dname](volume, shape)

@@ -266,10 +266,10 @@ def run(args) -> int:
         return np.sqrt(ms / ml)
 
     if irg["rescale"] == "match":
-        zeta, dzeta, zeta_samples = critical.jackknife(zeta_of, [small, large], nb)
+        zeta, dzeta, _ = critical.jackknife(zeta_of, [small, large], nb)
         zeta, dzeta = float(zeta), float(dzeta)
     else:
-        zeta, dzeta, zeta_samples = irg["zeta"], 0.0, None
+        zeta, dzeta = irg["zeta"], 0.0
     log(f"  field rescaling zeta = {zeta:.5f} +- {dzeta:.5f} ({irg['rescale']}); b^(1/8) = {b ** 0.125:.5f}")
 
     # 3. training
@@ -520,7 +520,6 @@ def plot_configs(stem, Ls, level_paths, max_pixels=256):
 
 def _plots(stem, level_stats, Ls, small, large, small_up, mu2_0, mu2_c, mu2_grid, flow_vals, lam, window, ex, dex,
            mu2_star, gain, b, d):
-    import h5py
     import matplotlib
 
     matplotlib.use("Agg")
