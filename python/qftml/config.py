@@ -19,6 +19,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from qftml.collective import on_root
+
 REQUIRED = object()
 
 
@@ -175,15 +177,4 @@ def _load_on_this_rank(path, schema, overrides):
 
 def load_config(path, schema: dict, overrides=(), comm=None) -> dict:
     """Read, override and validate on rank 0 of `comm`; every rank returns the same dict or raises."""
-    if comm is None or comm.size == 1:
-        return _load_on_this_rank(path, schema, overrides)
-    result = None
-    if comm.rank == 0:
-        try:
-            result = ("ok", _load_on_this_rank(path, schema, overrides))
-        except ConfigError as e:
-            result = ("error", str(e))
-    status, payload = comm.bcast(result, root=0)
-    if status == "error":
-        raise ConfigError(payload)
-    return payload
+    return on_root(comm, lambda: _load_on_this_rank(path, schema, overrides), ConfigError)

@@ -31,6 +31,7 @@ import numpy as np
 import qftml
 from qftml.checkpoint import (checkpoint_path, physics_differences, physics_hash, read_checkpoint,
                               read_checkpoint_state, write_checkpoint)
+from qftml.collective import on_root
 from qftml.config import ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, load_config
 from qftml.ensemble_io import (EnsembleFileError, EnsembleWriter, choose_write_path, observable_layout,
                                read_attrs, stack_observables)
@@ -137,16 +138,7 @@ def _mpi_max():
 
 def _on_root(comm, fn):
     """fn() on rank 0, result broadcast; an EnsembleFileError there is raised on every rank."""
-    result = None
-    if comm.rank == 0:
-        try:
-            result = ("ok", fn())
-        except EnsembleFileError as e:
-            result = ("error", str(e))
-    status, payload = comm.bcast(result, root=0)
-    if status == "error":
-        raise EnsembleFileError(payload)
-    return payload
+    return on_root(comm, fn, EnsembleFileError)
 
 
 def _output_problem(cfg, path, directory, resume):
