@@ -282,6 +282,16 @@ def write_outputs(cfg, points, inputs, direct=()):
     return table, files
 
 
+def _save(fig, path):
+    """Write a finished figure as PNG and release it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_scan(cfg, points, direct, stem, title=None):
     """PNG plots: observables vs the scanned coupling (bands; flagged points hollow red), diagnostics,
     correlator. Returns the files written."""
@@ -329,11 +339,7 @@ def plot_scan(cfg, points, direct, stem, title=None):
                 ax.grid(alpha=0.3)
             axes[0][0].legend(fontsize=8)
             fig.suptitle(title or f"<{name}> reweighted along {key}", fontsize=10)
-            fig.tight_layout()
-            fn_out = f"{stem}_{name}.png"
-            fig.savefig(fn_out, dpi=110)
-            plt.close(fig)
-            files.append(fn_out)
+            files.append(_save(fig, f"{stem}_{name}.png"))
         # diagnostics
         fig, axes = plt.subplots(1, 2 if cplx else 1, figsize=(10.4 if cplx else 5.2, 3.8), squeeze=False)
         ess = np.array([p.ess for p in points])
@@ -359,11 +365,7 @@ def plot_scan(cfg, points, direct, stem, title=None):
             ax.set_ylabel("|<average phase>|")
             ax.legend(fontsize=8)
             ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fn_out = f"{stem}_diagnostics.png"
-        fig.savefig(fn_out, dpi=110)
-        plt.close(fig)
-        files.append(fn_out)
+        files.append(_save(fig, f"{stem}_diagnostics.png"))
     if "corr" in points[0].estimates:
         fig, ax = plt.subplots(figsize=(5.2, 3.8))
         picks = sorted({0, len(points) // 2, len(points) - 1})
@@ -380,11 +382,7 @@ def plot_scan(cfg, points, direct, stem, title=None):
         ax.set_ylabel("Re C(t)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fn_out = f"{stem}_corr.png"
-        fig.savefig(fn_out, dpi=110)
-        plt.close(fig)
-        files.append(fn_out)
+        files.append(_save(fig, f"{stem}_corr.png"))
     return files
 
 
