@@ -135,17 +135,23 @@ double Action::action(const Field& field) const {
   const int64_t n = layout_.half_row();
   if (n_extra() > 0) field.ensure_corner_ghosts();
   fixed128 total = 0;
+  std::vector<double> s(n);
   layout_.for_each_row([&](int p, int64_t base, int c, const int*) {
-    const double* phi = field.parity(p) + base;
+    const double* __restrict phi = field.parity(p) + base;
+    const double* __restrict a = a_[p].data() + base;
+    const double* __restrict b = b_[p].data() + base;
+    const double* __restrict r = r_[p].data() + base;
     for (int64_t k = 0; k < n; ++k) {
-      const double f = phi[k], f2 = f * f;
-      double s = a_[p][base + k] * f2 + b_[p][base + k] * f2 * f2 + r_[p][base + k] * f;
-      for (int l = 0; l < n_links; ++l) {
-        const NeighbourShift& fw = shifts_[l][c][1];
-        s -= links_[l][p][base + k] * f * field.parity(p ^ fw.dparity)[base + fw.delta + k];
-      }
-      total += to_fixed(s);
+      const double f2 = phi[k] * phi[k];
+      s[k] = a[k] * f2 + b[k] * f2 * f2 + r[k] * phi[k];
     }
+    for (int l = 0; l < n_links; ++l) {
+      const NeighbourShift& fw = shifts_[l][c][1];
+      const double* __restrict nb = field.parity(p ^ fw.dparity) + base + fw.delta;
+      const double* __restrict w = links_[l][p].data() + base;
+      for (int64_t k = 0; k < n; ++k) s[k] -= w[k] * (phi[k] * nb[k]);
+    }
+    total += sum_fixed(s.data(), n);
   });
   allreduce_fixed(&total, 1, geometry_.comm());
   return from_fixed(total);

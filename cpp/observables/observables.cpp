@@ -13,32 +13,36 @@ Measurement measure(const Field& field, const Action& action) {
   const int L0 = g.shape()[0];
   if (action.n_extra() > 0) field.ensure_corner_ghosts();
   // [M, phi^2, phi^4, S, links..., slices...] as fixed-point sums of per-site terms, so the
-  // result is the same bit for bit on any process grid (reproducible_sum.hpp).
+  // result is the same bit for bit on any process grid (reproducible_sum.hpp). Per row, the
+  // terms go to small buffers in vectorisable loops, then into the fixed-point sums.
   std::vector<fixed128> v(4 + n_links + L0, 0);
-  const NeighbourShift* fw[2][16];  // Action allows at most 16 links
-  for (int c = 0; c < 2; ++c)
-    for (int l = 0; l < n_links; ++l) fw[c][l] = &action.shift(l, c, +1);
+  std::vector<double> f2(n), f4(n), s(n), pp(n);
   layout.for_each_row([&](int p, int64_t base, int c, const int* x) {
-    const double* phi = field.parity(p) + base;
-    const double* a = action.a(p) + base;
-    const double* b = action.b(p) + base;
-    const double* r = action.r(p) + base;
-    fixed128& slice = v[4 + n_links + g.local_offset()[0] + x[0]];
+    const double* __restrict phi = field.parity(p) + base;
+    const double* __restrict a = action.a(p) + base;
+    const double* __restrict b = action.b(p) + base;
+    const double* __restrict r = action.r(p) + base;
     for (int64_t k = 0; k < n; ++k) {
-      const double f = phi[k], f2 = f * f;
-      double s = a[k] * f2 + b[k] * f2 * f2 + r[k] * f;
-      for (int l = 0; l < n_links; ++l) {
-        const double pp = f * field.parity(p ^ fw[c][l]->dparity)[base + fw[c][l]->delta + k];
-        v[4 + l] += to_fixed(pp);
-        s -= action.coupling(l, p)[base + k] * pp;
-      }
-      const fixed128 ff = to_fixed(f);
-      v[0] += ff;
-      slice += ff;
-      v[1] += to_fixed(f2);
-      v[2] += to_fixed(f2 * f2);
-      v[3] += to_fixed(s);
+      f2[k] = phi[k] * phi[k];
+      f4[k] = f2[k] * f2[k];
+      s[k] = a[k] * f2[k] + b[k] * f4[k] + r[k] * phi[k];
     }
+    for (int l = 0; l < n_links; ++l) {
+      const NeighbourShift& fw = action.shift(l, c, +1);
+      const double* __restrict nb = field.parity(p ^ fw.dparity) + base + fw.delta;
+      const double* __restrict w = action.coupling(l, p) + base;
+      for (int64_t k = 0; k < n; ++k) {
+        pp[k] = phi[k] * nb[k];
+        s[k] -= w[k] * pp[k];
+      }
+      v[4 + l] += sum_fixed(pp.data(), n);
+    }
+    const fixed128 m = sum_fixed(phi, n);
+    v[0] += m;
+    v[4 + n_links + g.local_offset()[0] + x[0]] += m;
+    v[1] += sum_fixed(f2.data(), n);
+    v[2] += sum_fixed(f4.data(), n);
+    v[3] += sum_fixed(s.data(), n);
   });
   allreduce_fixed(v.data(), static_cast<int>(v.size()), g.comm());
   Measurement out;
