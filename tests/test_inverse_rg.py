@@ -259,3 +259,50 @@ path = "{tmp_path / 'out' / 'r.h5'}"
         assert f.attrs["zero_mode_check"] < 1e-12
         assert list(f["levels/L"][:]) == [8.0, 16.0, 32.0]
     assert main(["irg", str(cfg), "--quiet", "--set", "lattice.shape=[10,10]"]) == 2
+
+
+def test_irg_extra_pairs_report_every_size_pair(tmp_path):
+    """extra_pairs = 1 samples L/b^2 as well and analyses the pairs (4, 8) and (8, 16) alike; for the
+    main pair the Binder matching of the direct ensembles equals the flow of the upscaled L/b
+    ensemble (U is invariant under the zero-mode gain), and gamma/nu from <m^2> at mu2* equals the
+    upscaled-FSS value d + 2 log_b s up to s = 1/zeta (normal-equation rounding)."""
+    import h5py
+
+    from qftml.cli import main
+
+    cfg = tmp_path / "irg.toml"
+    cfg.write_text(f"""
+[lattice]
+shape = [16, 16]
+[action]
+mu2 = -0.94
+[sampler]
+sweeps = 4000
+thermalize = 300
+every = 10
+seed = 3
+[irg]
+levels = 1
+upscale_configs = 2
+n_bins = 5
+extra_pairs = 1
+critical = "value"
+plots = false
+[output]
+path = "{tmp_path / 'r.h5'}"
+""")
+    assert main(["irg", str(cfg), "--quiet"]) == 0
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        pairs = f["pairs"][:]
+        table = {(e[0].decode(), e[1].decode()): (e[2], e[3]) for e in f["exponents"][:]}
+        lam = f.attrs["flow_slope"]
+    assert [(int(p["L_small"]), int(p["L_large"])) for p in pairs] == [(4, 8), (8, 16)]
+    assert (tmp_path / "r_direct_L4.h5").exists()
+    main_pair = pairs[-1]
+    if np.isfinite(lam):
+        assert np.isclose(main_pair["lambda"], lam, rtol=1e-6, atol=1e-9)
+        assert np.isclose(main_pair["nu"], table[("nu", "Binder flow")][0], rtol=1e-6)
+    assert np.isclose(main_pair["gamma_nu"], table[("gamma/nu", "upscaled FSS")][0], atol=1e-6)
+    assert np.isclose(main_pair["dgamma_nu"], table[("gamma/nu", "upscaled FSS")][1], rtol=1e-3)
+    # L / b^(1 + extra_pairs) must stay >= 4: exit status 2 with a clear message
+    assert main(["irg", str(cfg), "--quiet", "--set", "irg.extra_pairs=2"]) == 2

@@ -55,6 +55,8 @@ IRG = {
     "ess_fraction": Spec("float", 0.3, min=0.0, help="reweighting window: ESS >= fraction * N"),
     "ensemble": Spec("str", "", help="existing ensemble file at L (default: sample it)"),
     "small_ensemble": Spec("str", "", help="existing ensemble file at L/b (default: sample it)"),
+    "extra_pairs": Spec("int", 0, min=0, help="also sample L/b^2 ... L/b^(1+n) directly and report every pair of "
+                                              "neighbouring sizes (crossing, U there, nu, gamma/nu): the drift with L"),
     "plots": Spec("bool", True),
 }
 SCHEMA = {"lattice": LATTICE, "action": ACTION, "sampler": SAMPLER, "irg": IRG, "output": OUTPUT}
@@ -190,6 +192,10 @@ def run(args) -> int:
     if model.ghost_width > min(probe.local_shape) // b:
         raise ConfigError(f"irg: filter_size = {irg['filter_size']} needs {model.ghost_width} ghost layer(s) but the "
                           f"local block of the L/b lattice is {min(probe.local_shape) // b} site(s) wide")
+    n_extra = irg["extra_pairs"]
+    if n_extra and (shape[0] % b ** (1 + n_extra) or shape[0] // b ** (1 + n_extra) < 4):
+        raise ConfigError(f"irg: extra_pairs = {n_extra} needs L / b^{1 + n_extra} >= 4 and integer "
+                          f"(L = {shape[0]}, b = {b})")
     stem = _stem(out["path"])
     if rank0 and os.path.dirname(out["path"]):
         os.makedirs(os.path.dirname(out["path"]), exist_ok=True)
@@ -207,6 +213,9 @@ def run(args) -> int:
     path_l = irg["ensemble"] or f"{stem}_direct_L{L}.h5"
     # tiny lattices: each chain runs on one rank (COMM_SELF), the two chains side by side
     jobs = [(small_shape, path_s)] * (not irg["small_ensemble"]) + [(shape, path_l)] * (not irg["ensemble"])
+    # extra_pairs: direct chains at L/b^2, ..., L/b^(1+n) (observables only enter the analysis)
+    extra = [(tuple(n // b ** j for n in shape), f"{stem}_direct_L{L // b ** j}.h5") for j in range(2, 2 + n_extra)]
+    jobs += extra
     error = None
     for i, (shp, path) in enumerate(jobs):
         if i % comm.size == comm.rank:
@@ -219,7 +228,10 @@ def run(args) -> int:
         raise ValueError(errors[0])
     lat_s, cfg_s, obs_s, attrs_s = _read_direct(path_s, grid, comm)
     lat_l, cfg_l, obs_l, attrs_l = _read_direct(path_l, grid, comm)
-    for path, attrs in ((path_s, attrs_s), (path_l, attrs_l)):
+    from qftml.ensemble_io import read_attrs, read_observables
+
+    obs_extra = [read_observables(path) for _, path in extra]
+    for path, attrs in ((path_s, attrs_s), (path_l, attrs_l), *((p_, read_attrs(p_)) for _, p_ in extra)):
         # reweighting starts from [action]: an ensemble of other couplings would be silently wrong
         theirs = attrs.get("action", {}) if isinstance(attrs.get("action"), dict) else {}
         bad = [f"{k} = {theirs[k]} (config: {act[k]})" for k in ("kappa", "mu2", "lam", "h")
@@ -233,7 +245,9 @@ def run(args) -> int:
     mu2_0 = act["mu2"]
     small = critical.Series("direct L/b", obs_s, lat_s.volume, L // b, mu2_0)
     large = critical.Series("direct L", obs_l, lat_l.volume, L, mu2_0)
-    taus = {f"L{s.L}": critical.tau_int(s.abs_m) for s in (small, large)}
+    smaller = [critical.Series(f"direct L/b^{j + 2}", o_, int(np.prod(shp)), shp[0], mu2_0)
+               for j, ((shp, _), o_) in enumerate(zip(extra, obs_extra))]
+    taus = {f"L{s.L}": critical.tau_int(s.abs_m) for s in (*smaller[::-1], small, large)}
     for k, (tau, dtau) in taus.items():
         log(f"  tau_int(|m|) at {k}: {tau:.2f} +- {dtau:.2f} stored configurations "
             f"(bins of {large.n // irg['n_bins']} configs)")
@@ -354,6 +368,15 @@ def run(args) -> int:
     flow_vals = critical.flow(small_up, large, mu2_grid, window_l)
     log(f"  flow: lambda = dmu2'/dmu2 = {lam:.4f} +- {dlam:.4f}  ->  nu = {nu:.4f} +- {dnu:.4f}")
 
+    # every pair of neighbouring direct sizes (extra_pairs > 0: the drift with L), analysed alike
+    ladder = [*smaller[::-1], small, large]
+    pairs = [critical.pair_analysis(ladder[i], ladder[i + 1], mu2_star, b, nb, irg["ess_fraction"])
+             for i in range(len(ladder) - 1)]
+    log("\n  size pair   mu2_c               U(mu2_c)          nu (Binder matching)  gamma/nu (<m^2>, mu2*)  beta/nu (mu2*)")
+    for p_ in pairs:
+        log(f"  {p_['L_small']:4d}/{p_['L_large']:<4d}   " + "   ".join(
+            f"{p_[q][0]:8.5f}({p_[q][1]:.5f})" for q in ("mu2_c", "U_c", "nu", "gamma_nu", "beta_nu")))
+
     table = [
         ("gamma/nu", "upscaled FSS", ex[0], dex[0], 7 / 4),      # NaN for tanh (no single gain)
         ("beta/nu", "upscaled FSS", ex[1], dex[1], 1 / 8),
@@ -379,10 +402,10 @@ def run(args) -> int:
     # 6. results and plots
     if rank0:
         _write_results(out["path"], cfg, table, Ls, level_stats, mu2_c, dmu2_c, zeta, dzeta, gain, info,
-                       mu2_grid, flow_vals, lam, dlam, taus, timings, model, weights_path, mu2_star)
+                       mu2_grid, flow_vals, lam, dlam, taus, timings, model, weights_path, mu2_star, pairs)
         if irg["plots"]:
             _plots(stem, level_stats, Ls, small, large, small_up, mu2_0, mu2_c, mu2_grid, flow_vals, lam, window,
-                   ex, dex, mu2_star, gain, b, d)
+                   ex, dex, mu2_star, gain, b, d, smaller)
     comm.Barrier()
     log(f"  results -> {out['path']}")
     return 0
@@ -460,7 +483,7 @@ def _upscale_chain(model, lat_l, cfg_l, obs_l, irg, act, stem, log, quiet, comm,
 
 
 def _write_results(path, cfg, table, Ls, level_stats, mu2_c, dmu2_c, zeta, dzeta, gain, info, mu2_grid, flow_vals,
-                   lam, dlam, taus, timings, model, weights_path, mu2_star):
+                   lam, dlam, taus, timings, model, weights_path, mu2_star, pairs=()):
     import h5py
 
     import qftml
@@ -487,6 +510,10 @@ def _write_results(path, cfg, table, Ls, level_stats, mu2_c, dmu2_c, zeta, dzeta
         fl = f.create_group("flow")
         fl.create_dataset("mu2", data=mu2_grid)
         fl.create_dataset("mu2_prime", data=flow_vals)
+        qs = ("mu2_c", "U_c", "lambda", "nu", "gamma_nu", "beta_nu")
+        dp = np.dtype([("L_small", "i8"), ("L_large", "i8")] + [(n_, "f8") for q in qs for n_ in (q, "d" + q)])
+        f.create_dataset("pairs", data=np.array([(p_["L_small"], p_["L_large"], *[x for q in qs for x in p_[q]])
+                                                 for p_ in pairs], dtype=dp))
         model.save(f.create_group("weights"))
         f.attrs["weights_file"] = weights_path
 
@@ -519,7 +546,7 @@ def plot_configs(stem, Ls, level_paths, max_pixels=256):
 
 
 def _plots(stem, level_stats, Ls, small, large, small_up, mu2_0, mu2_c, mu2_grid, flow_vals, lam, window, ex, dex,
-           mu2_star, gain, b, d):
+           mu2_star, gain, b, d, smaller=()):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -568,6 +595,9 @@ def _plots(stem, level_stats, Ls, small, large, small_up, mu2_0, mu2_c, mu2_grid
     grid = np.linspace(mu2_0 - window, mu2_0 + window, 41)
     for s, lab in ((small, f"direct L={small.L}"), (large, f"direct L={large.L}"), (small_up, f"upscaled {small.L}->{large.L}")):
         axes[0].plot(grid, [critical.moments(s, x - mu2_0)["U"] for x in grid], label=lab)
+    for s in smaller:
+        axes[0].plot(grid, [critical.moments(s, x - mu2_0)["U"] for x in grid], "--", label=f"direct L={s.L}")
+    axes[0].axhline(0.61069, color="gray", lw=0.5, ls="--")    # 2D Ising U* on periodic L x L lattices
     axes[0].axvline(mu2_c, color="k", lw=0.5)
     axes[0].axvline(mu2_star, color="k", lw=0.5, ls=":")
     axes[0].set_xlabel("mu2")
