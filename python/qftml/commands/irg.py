@@ -14,7 +14,8 @@ Steps (all collective over MPI.COMM_WORLD; the process grid is kept at every siz
  5. critical exponents (qftml.critical): gamma/nu, beta/nu from FSS fits over the upscaled sizes at
     mu2*, nu from the flow mu2 -> mu2' of Binder-cumulant matching between the upscaled L/b
     ensemble and the direct L ensemble; direct two-size FSS for comparison; jackknife errors;
- 6. results in [output] path (HDF5: /exponents, /levels, /flow, /weights) and plots
+    every pair of neighbouring direct sizes (irg.extra_pairs adds L/b^2, ...) by critical.pair_analysis;
+ 6. results in [output] path (HDF5: /exponents, /pairs, /levels, /flow, /weights) and plots
     <stem>_*.png (configurations per size, observables vs L with fits, flow, Binder curves).
 
 Exports HELP, SCHEMA, add_arguments(parser), run(args).
