@@ -211,6 +211,8 @@ STREAMING_CASES = [
     ((8, 16), "metropolis", "real", False),
     ((16, 8), "heatbath", "real", True),
     ((8, 16), "metropolis", "ising", False),
+    ((64, 8), "metropolis", "real", False),  # 2D, >= 8 local rows: several sweeps pipelined per pass
+    ((32, 16), "metropolis", "ising", True),
     ((4, 8, 8), "metropolis", "real", False),
     ((4, 4, 4, 8), "heatbath", "real", False),
 ]
@@ -219,8 +221,9 @@ STREAMING_CASES = [
 @pytest.mark.mpi
 @pytest.mark.parametrize("shape, algorithm, field, homogeneous", STREAMING_CASES)
 def test_streaming_sweep_equals_colour_order(comm, shape, algorithm, field, homogeneous):
-    """Two-colour sweeps stream (colour 1 of a row right after colour 0 of the rows it reads);
-    every site must see the same neighbours and RNG counters as in plain colour order."""
+    """Two-colour sweeps stream (colour 1 of a row right after colour 0 of the rows it reads; in 2D
+    sweep(n) pipelines up to 4 sweeps per pass): every site must see the same neighbours and RNG
+    counters as in plain colour order, one sweep at a time."""
     histories = []
     for streaming in (True, False):
         lat = qftml.Lattice(shape, comm)
@@ -231,10 +234,14 @@ def test_streaming_sweep_equals_colour_order(comm, shape, algorithm, field, homo
         s = qftml.Sampler(act, seed=77, algorithm=algorithm, hits=2, step=1.2)
         assert s._core.streaming  # the default for two colours
         s._core.streaming = streaming
-        s.sweep(4)
-        histories.append((s.field.gather(0), s.acceptance()))
+        gathered = []
+        for n in (4, 1, 7, 2):  # pipelines of 4, 3, 2 sweeps and single sweeps
+            s.sweep(n)
+            gathered.append(s.field.gather(0))
+        histories.append((gathered, s.acceptance()))
     if comm.rank == 0:
-        assert np.array_equal(histories[0][0], histories[1][0])
+        for a, b in zip(histories[0][0], histories[1][0]):
+            assert np.array_equal(a, b)
         assert histories[0][1] == histories[1][1]
 
 

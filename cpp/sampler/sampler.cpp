@@ -54,6 +54,9 @@ uint64_t row_global_base(const Geometry& g, int c, const int* x) {
 
 // Sites of colour 1 updated while colour 0's halo is in flight (when there is a halo to hide).
 constexpr int64_t kOverlapSites = 8192;
+// Sweeps pipelined through one pass over memory (4096^2 inhomogeneous, against colour order:
+// k = 1, 2, 3, 4, 6 gave 1.07, 1.15, 1.20, 1.19, 1.21 times the rate; the rows in flight stay in cache).
+constexpr int kMaxPipelinedSweeps = 4;
 
 }  // namespace
 
@@ -121,8 +124,8 @@ void Sampler::build_colours() {
   });
 }
 
-void Sampler::update_segments(const RowView* views_begin, size_t n_views) {
-  const uint32_t sweep = static_cast<uint32_t>(sweep_index_);
+void Sampler::update_segments(const RowView* views_begin, size_t n_views, uint64_t sweep_number) {
+  const uint32_t sweep = static_cast<uint32_t>(sweep_number);
   const bool homog = action_.homogeneous();
   const RowView* const views_end = views_begin + n_views;
   // Metropolis and spin-flip kernels compute the local field themselves (one pass over memory).
@@ -218,6 +221,8 @@ void Sampler::build_stream() {
       st.first_base.push_back(base);
       return;
     }
+    st.second_rows.push_back(make_view(1, base, c, gbase, 0, half));
+    st.second_base.push_back(base);
     std::vector<RowView>& early = st.second.emplace_back();
     // Outer neighbours in the ghost layer: after colour 0's halo (copied or received).
     bool edge_row = false;
@@ -238,8 +243,64 @@ void Sampler::build_stream() {
 }
 
 void Sampler::sweep(int n) {
-  for (int i = 0; i < n; ++i) one_sweep();
+  int done = 0;
+  while (n - done >= 2) {
+    const int k = std::min(n - done, pipeline_depth());
+    if (k < 2) break;
+    pipelined_sweeps(k);
+    done += k;
+  }
+  for (; done < n; ++done) one_sweep();
   reduce_counters();
+}
+
+// Sweeps that one pass over memory can carry: 2D blocks whose last direction is local (only rows
+// 0 and L-1 touch the ghost layer), at most kMaxPipelinedSweeps, and L >= 4 k rows.
+int Sampler::pipeline_depth() const {
+  const Geometry& g = action_.geometry();
+  if (!streaming_ || g.dim() != 2 || !halo_.local_direction(1)) return 1;
+  return std::min(kMaxPipelinedSweeps, action_.layout().local(0) / 4);
+}
+
+// k sweeps s0 ... s0+k-1 in one pass over the rows j = 0 ... L-1 of a 2D block. Stage q = 0 ... 2k-1
+// is colour q mod 2 of sweep s0 + q / 2; stage q of row j reads stage q-1 of rows j-1 ... j+1 (and
+// overwrites what stage q-2 left there, which only those reads needed). So at step r the stages
+// run on rows r - q, each only where it needs no ghost: stage q covers rows q ... L-1-q. Then,
+// stage by stage, the halo of stage q-1 arrives and stage q does its rows next to the block edges,
+// 0 ... q-1 and L-q ... L-1. The faces sent in each halo (rows 0 and L-1) are untouched by later
+// stages at that point, so they carry the right sweep's values. A row's ghosts in the (local) last
+// direction are refreshed right after each update, since the next stage reads them before any halo.
+// Every site sees the neighbours and RNG counters of plain sweeps: the same chain, bit for bit, with
+// the couplings read from memory once per k sweeps.
+void Sampler::pipelined_sweeps(int k) {
+  const Stream& st = stream_;
+  const uint64_t s0 = sweep_index_;
+  double* phi[2] = {field_.parity(0), field_.parity(1)};
+  const int64_t L = static_cast<int64_t>(st.first.size()), half = action_.layout().half_row();
+  const int stages = 2 * k;
+  const auto run = [&](int q, int64_t j) {
+    const int c = q & 1;
+    update_segments(c ? &st.second_rows[j] : &st.first[j], 1, s0 + q / 2);
+    HaloExchange::copy_local_row(phi[c], c ? st.second_base[j] : st.first_base[j], half);
+  };
+  double t0 = MPI_Wtime();
+  for (int64_t r = 0; r < L; ++r)
+    for (int q = 0; q < stages; ++q) {
+      const int64_t j = r - q;
+      if (j >= q && j <= L - 1 - q) run(q, j);
+    }
+  update_seconds_ += MPI_Wtime() - t0;
+  for (int q = 1; q < stages; ++q) {
+    halo_.exchange(phi[(q - 1) & 1]);
+    t0 = MPI_Wtime();
+    for (int64_t j = 0; j < q; ++j) run(q, j);
+    for (int64_t j = L - q; j < L; ++j) run(q, j);
+    update_seconds_ += MPI_Wtime() - t0;
+  }
+  halo_.exchange(phi[(stages - 1) & 1]);
+  field_.mark_corners_stale();
+  proposed_ += k * proposed_per_sweep_;
+  sweep_index_ += k;
 }
 
 // One small allreduce per sweep()/thermalize() call, so acceptance() is local and safe to call

@@ -19,8 +19,10 @@
 // For each colour the interior sites are updated while the previous colour's halo is in flight.
 // With two colours the sweep streams instead (one_sweep_streaming): colour 1 of a row follows
 // colour 0 of the rows it reads, so each row's couplings come from memory once per sweep, not
-// twice. Every site sees the same neighbour values and RNG counters as in colour order, so the
-// chain is the same bit for bit; only the memory traffic changes.
+// twice. In 2D, when only direction 0 is split over ranks, sweep(n) goes further and pipelines
+// up to four sweeps through one pass over memory (pipelined_sweeps). Every site sees the same
+// neighbour values and RNG counters as in colour order, so the chain is the same bit for bit;
+// only the memory traffic changes.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -72,15 +74,20 @@ class Sampler {
     std::vector<int64_t> first_base;           // flat index of k = 0 of those rows
     std::vector<std::vector<RowView>> second;  // colour 1 per row: sites needing no colour-0 ghost
     std::vector<RowView> second_late;          // colour-1 sites next to colour-0 ghosts
+    std::vector<RowView> second_rows;          // colour 1: one view per row (two-sweep pipeline)
+    std::vector<int64_t> second_base;
   };
   void build_colours();
   void build_stream();
   RowView make_view(int p, int64_t base, int c, uint64_t gbase, int64_t k0, int64_t k1) const;
-  void update_segments(const RowView* views, size_t n);
-  void update_segments(const std::vector<RowView>& views) { update_segments(views.data(), views.size()); }
+  void update_segments(const RowView* views, size_t n, uint64_t sweep);
+  void update_segments(const std::vector<RowView>& views) { update_segments(views.data(), views.size(), sweep_index_); }
+  void update_segments(const RowView* views, size_t n) { update_segments(views, n, sweep_index_); }
   void one_sweep();
   void one_sweep_by_colour();
   void one_sweep_streaming();
+  int pipeline_depth() const;
+  void pipelined_sweeps(int k);
   void reduce_counters();
 
   const Action& action_;
