@@ -70,8 +70,8 @@ def measure_case(shape, inhomogeneous, comm, grid=None, repeats=5, sweeps=None, 
     act = qftml.Action(lat, w, a, b, r)
     s = qftml.Sampler(act, seed=seed, algorithm="metropolis", hits=1, step=1.6)
     local_volume = int(np.prod(lat.local_shape))
-    if sweeps is None:  # ~0.1-0.3 s per timed block at ~100 M updates/s per core
-        sweeps = max(1, int(2e7 // local_volume))
+    if sweeps is None:  # ~0.1-0.3 s per timed block at ~100 M updates/s per core; at least 4, as
+        sweeps = max(4, int(2e7 // local_volume))  # between measurements (sweep(n) pipelines 2D sweeps)
     if tune_sweeps is None:
         tune_sweeps = max(3, min(30, int(2e7 // local_volume)))
     s.thermalize(tune_sweeps, tune=True)
