@@ -8,15 +8,20 @@ Steps (all in one run, so every number comes from the same machine state):
      the engine's flags; skipped with a message if no C++ compiler is found).
   2. stream_triad.py: one core's memory bandwidth (the roofline of docs/performance.md).
   3. engine_worker.py on 1 rank: one-hit Metropolis at 256^2 (in cache) and 4096^2 (out of
-     cache), homogeneous and inhomogeneous couplings, step tuned to ~50% acceptance.
-  4. the references with the same couplings and step: reference_numba.py (NumPy's PCG64 uniforms
-     in bulk + jitted sweep; and numba's own inline generator) and reference_numpy.py.
-  5. engine_worker.py under `mpiexec -n 2`: the same lattices on 2 ranks (per-core rate), weak
-     scaling (2L x L on 2 ranks against L x L on 1), halo timers.
+     cache), homogeneous and inhomogeneous couplings, step tuned to ~50% acceptance; blocks of the
+     engine alternate with blocks of the numba reference (same couplings and step, same process),
+     and the ratio engine / numba is the median over neighbouring pairs of blocks.
+  4. the references alone, one after the other (same couplings and step): reference_numba.py
+     (NumPy's PCG64 uniforms in bulk + jitted sweep; and numba's own inline generator) and
+     reference_numpy.py.
+  5. engine_worker.py under `mpiexec -n 2`: the same lattices on 2 ranks (per-core rate; the
+     alternating numba blocks run on both ranks at once, each on its rank's block, so both codes
+     see two busy cores), weak scaling (2L x L on 2 ranks against L x L on 1), halo timers.
   6. every benchmarks/bench_*.py of the other areas, each as a standalone script.
 Rates are site updates per second per core, medians over repeats, by wall clock and by process
 CPU time (the second is what to compare on a machine shared with other jobs; the load average
-is recorded). Ratios are engine / reference, against the faster numba variant.
+is recorded). "x numba" is the median of the alternating pairs (step 3/5); "x numba alone"
+divides by the faster numba variant of step 4, measured minutes apart (kept for comparison).
 Options: --quick (256^2 only), --skip-mpi, --skip-others, --repeats N, --other-timeout S.
 """
 from __future__ import annotations
@@ -138,7 +143,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="256^2 only")
     ap.add_argument("--skip-mpi", action="store_true")
     ap.add_argument("--skip-others", action="store_true", help="do not run benchmarks/bench_*.py")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--other-timeout", type=float, default=300.0, help="seconds per benchmarks/bench_*.py")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench-results", "engine.json"))
     args = ap.parse_args()
@@ -198,14 +203,18 @@ def main():
         row = {"case": label(shape, inh), "ranks": e["ranks"], "acceptance": e["acceptance"],
                "engine_M_per_s_per_core": e["updates_per_s_per_core"] / 1e6,
                "engine_M_per_s_per_core_cpu": e["updates_per_s_per_core_cpu"] / 1e6}
+        ni = e.get("numba_interleaved")
         for clock, ek, rk in (("wall", "updates_per_s_per_core", "updates_per_s"),
                               ("cpu", "updates_per_s_per_core_cpu", "updates_per_s_cpu")):
             numba_best = ref_rate(shape, inh, ("numba", "numba-inline-rng"), rk)
             numpy_rate = ref_rate(shape, inh, ("numpy",), rk)
-            row[f"numba_M_per_s_{clock}"] = numba_best / 1e6
+            row[f"numba_alone_M_per_s_{clock}"] = numba_best / 1e6
+            row[f"ratio_vs_numba_alone_{clock}"] = e[ek] / numba_best
             row[f"numpy_M_per_s_{clock}"] = numpy_rate / 1e6
-            row[f"ratio_vs_numba_{clock}"] = e[ek] / numba_best
             row[f"ratio_vs_numpy_{clock}"] = e[ek] / numpy_rate
+            row[f"numba_M_per_s_{clock}"] = ni[ek] / 1e6
+            row[f"ratio_vs_numba_{clock}"] = ni[f"ratio_median_{clock}"]
+            row[f"ratio_vs_numba_range_{clock}"] = [min(ni[f"ratio_pairs_{clock}"]), max(ni[f"ratio_pairs_{clock}"])]
         table.append(row)
     results["table"] = table
 
@@ -224,13 +233,16 @@ def main():
     results["weak_scaling"] = weak
 
     log("\n== site updates per second per core (M/s); ratio = engine / reference ==")
-    log(f"{'case':20s} {'ranks':>5s} {'acc':>5s} | {'engine':>7s} {'numba':>6s} {'numpy':>6s} {'x numba':>7s} {'x numpy':>7s}"
-        f" | cpu: {'engine':>7s} {'numba':>6s} {'x numba':>7s}")
+    log("(cpu clock; 'numba' and 'x numba': alternating blocks, median of pair ratios [range]; "
+        "'alone': the references run separately)")
+    log(f"{'case':20s} {'ranks':>5s} {'acc':>5s} | {'engine':>7s} {'numba':>6s} {'x numba':>7s} {'[range]':>11s}"
+        f" | {'alone':>6s} {'x alone':>7s} | {'numpy':>6s} {'x numpy':>7s} | wall: {'x numba':>7s}")
     for row in table:
-        log(f"{row['case']:20s} {row['ranks']:5d} {row['acceptance']:5.2f} | {row['engine_M_per_s_per_core']:7.1f} "
-            f"{row['numba_M_per_s_wall']:6.1f} {row['numpy_M_per_s_wall']:6.1f} {row['ratio_vs_numba_wall']:7.1f} "
-            f"{row['ratio_vs_numpy_wall']:7.1f} | cpu: {row['engine_M_per_s_per_core_cpu']:7.1f} "
-            f"{row['numba_M_per_s_cpu']:6.1f} {row['ratio_vs_numba_cpu']:7.1f}")
+        lo, hi = row["ratio_vs_numba_range_cpu"]
+        log(f"{row['case']:20s} {row['ranks']:5d} {row['acceptance']:5.2f} | {row['engine_M_per_s_per_core_cpu']:7.1f} "
+            f"{row['numba_M_per_s_cpu']:6.1f} {row['ratio_vs_numba_cpu']:7.1f} {f'[{lo:.1f}-{hi:.1f}]':>11s} | "
+            f"{row['numba_alone_M_per_s_cpu']:6.1f} {row['ratio_vs_numba_alone_cpu']:7.1f} | "
+            f"{row['numpy_M_per_s_cpu']:6.1f} {row['ratio_vs_numpy_cpu']:7.1f} | wall: {row['ratio_vs_numba_wall']:7.1f}")
     if weak:
         log("\n== weak scaling (2 ranks, each rank's block as large as the 1-rank lattice) ==")
         for w in weak:

@@ -205,3 +205,50 @@ def test_ising_4x4_against_enumeration(comm, beta, h):
     for name, series, exact_value in [("E", E, want["E"]), ("M2", M2, want["M2"]), ("absM", absM, want["absM"])]:
         value, err = mean_with_error(series, name)
         assert abs(value - exact_value) < NSIGMA * err, f"{name}: {value} +- {err}, exact {exact_value}"
+
+
+STREAMING_CASES = [
+    ((8, 16), "metropolis", "real", False),
+    ((16, 8), "heatbath", "real", True),
+    ((8, 16), "metropolis", "ising", False),
+    ((64, 8), "metropolis", "real", False),  # 2D, >= 8 local rows: several sweeps pipelined per pass
+    ((32, 16), "metropolis", "ising", True),
+    ((4, 8, 8), "metropolis", "real", False),
+    ((4, 4, 4, 8), "heatbath", "real", False),
+]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("shape, algorithm, field, homogeneous", STREAMING_CASES)
+def test_streaming_sweep_equals_colour_order(comm, shape, algorithm, field, homogeneous):
+    """Two-colour sweeps stream (colour 1 of a row right after colour 0 of the rows it reads; in 2D
+    sweep(n) pipelines up to 4 sweeps per pass): every site must see the same neighbours and RNG
+    counters as in plain colour order, one sweep at a time."""
+    histories = []
+    for streaming in (True, False):
+        lat = qftml.Lattice(shape, comm)
+        if homogeneous:
+            act = qftml.Action.homogeneous(lat, kappa=0.9, mu2=-0.5, lam=0.7, h=0.05, field=field)
+        else:
+            act = qftml.Action.from_global(lat, random_couplings(shape, 0, seed=5), field=field)
+        s = qftml.Sampler(act, seed=77, algorithm=algorithm, hits=2, step=1.2)
+        assert s._core.streaming  # the default for two colours
+        s._core.streaming = streaming
+        gathered = []
+        for n in (4, 1, 7, 2):  # pipelines of 4, 3, 2 sweeps and single sweeps
+            s.sweep(n)
+            gathered.append(s.field.gather(0))
+        histories.append((gathered, s.acceptance()))
+    if comm.rank == 0:
+        for a, b in zip(histories[0][0], histories[1][0]):
+            assert np.array_equal(a, b)
+        assert histories[0][1] == histories[1][1]
+
+
+def test_streaming_needs_two_colours():
+    lat = qftml.Lattice((8, 8), MPI.COMM_SELF)
+    act = qftml.Action.homogeneous(lat, kappa=0.9, mu2=-0.5, lam=0.7, extra=[(1, 1)], g=0.1)
+    s = qftml.Sampler(act, seed=1)
+    assert not s._core.streaming and s._core.n_colours == 4
+    with pytest.raises(ValueError, match="streaming sweeps need two colours"):
+        s._core.streaming = True

@@ -210,6 +210,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("seed", &Sampler::seed)
       .def_property_readonly("hits", &Sampler::hits)
       .def_property_readonly("n_colours", &Sampler::n_colours)
+      .def_property("streaming", &Sampler::streaming, &Sampler::set_streaming)
       .def_property_readonly("update_seconds", &Sampler::update_seconds)
       .def_property_readonly("halo_wait_seconds", &Sampler::halo_wait_seconds)
       .def_property_readonly("halo_pack_seconds", &Sampler::halo_pack_seconds);

@@ -10,6 +10,8 @@
 //               ghosts (needed by diagonal links); without corners all directions are in flight
 //               together during start
 //   exchange(a) start + finish
+//   copy_local_row(a, base, half)  ghosts of one row in the last direction when that direction is
+//               local (its two ends wrap onto each other): lets a sweep refresh a row at a time
 //   wait_seconds()  time spent blocked in finish (how much of the exchange was not hidden)
 // Only one exchange may be in flight per object.
 #pragma once
@@ -33,6 +35,11 @@ class HaloExchange {
   }
   bool corners() const { return corners_; }
   bool local_direction(int mu) const { return local_[mu]; }
+  // Row with k = 0 at flat index base, half sites: ghost k = -1 is site half-1, ghost half is 0.
+  static void copy_local_row(double* a, int64_t base, int64_t half) {
+    a[base - 1] = a[base + half - 1];
+    a[base + half] = a[base];
+  }
   double wait_seconds() const { return wait_seconds_; }
   double pack_seconds() const { return pack_seconds_; }
   void reset_timers() { wait_seconds_ = pack_seconds_ = 0.0; }

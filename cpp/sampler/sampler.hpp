@@ -9,12 +9,20 @@
 //                         for the measured chain)
 //   acceptance()          accepted / proposed since reset_counters() over all ranks, as of the
 //                         end of the last sweep()/thermalize() call (local, not a collective)
+//   set_streaming(on)     two-colour sweeps in streaming order (default) or colour order; the
+//                         chain is identical, the memory traffic is not (tests compare the two)
 //   sweep_index()         sweeps done so far; it is the RNG counter, so a chain restarts from
 //                         (field, sweep_index, step) alone, on any number of ranks
 //
 // A sweep updates the colours in a fixed order. Colours are independent sets: the two parities
 // for nearest-neighbour actions, the 2^d sublattices x mod 2 when diagonal links are present.
 // For each colour the interior sites are updated while the previous colour's halo is in flight.
+// With two colours the sweep streams instead (one_sweep_streaming): colour 1 of a row follows
+// colour 0 of the rows it reads, so each row's couplings come from memory once per sweep, not
+// twice. In 2D, when only direction 0 is split over ranks, sweep(n) goes further and pipelines
+// up to four sweeps through one pass over memory (pipelined_sweeps). Every site sees the same
+// neighbour values and RNG counters as in colour order, so the chain is the same bit for bit;
+// only the memory traffic changes.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -45,6 +53,9 @@ class Sampler {
   Algorithm algorithm() const { return algorithm_; }
   uint64_t seed() const { return seed_; }
   int n_colours() const { return static_cast<int>(colours_.size()); }
+  // Streaming order (two colours only; the default there) or colour order: the same chain.
+  bool streaming() const { return streaming_; }
+  void set_streaming(bool on);
   double update_seconds() const { return update_seconds_; }
   double halo_wait_seconds() const { return halo_.wait_seconds(); }
   double halo_pack_seconds() const { return halo_.pack_seconds(); }
@@ -55,10 +66,28 @@ class Sampler {
     int parity;
     std::vector<RowView> interior, boundary;
   };
+  // Two-colour streaming order: row r of colour 0, then row r - delay of colour 1.
+  struct Stream {
+    int64_t lag = 0;   // colour-1 row r reads colour-0 rows up to r + lag (one x_0 slab)
+    int64_t hold = 0;  // colour-1 rows kept back to overlap colour 0's halo exchange
+    std::vector<RowView> first;                // colour 0: one view per row, row order
+    std::vector<int64_t> first_base;           // flat index of k = 0 of those rows
+    std::vector<std::vector<RowView>> second;  // colour 1 per row: sites needing no colour-0 ghost
+    std::vector<RowView> second_late;          // colour-1 sites next to colour-0 ghosts
+    std::vector<RowView> second_rows;          // colour 1: one view per row (two-sweep pipeline)
+    std::vector<int64_t> second_base;
+  };
   void build_colours();
+  void build_stream();
   RowView make_view(int p, int64_t base, int c, uint64_t gbase, int64_t k0, int64_t k1) const;
-  void update_segments(const std::vector<RowView>& views);
+  void update_segments(const RowView* views, size_t n, uint64_t sweep);
+  void update_segments(const std::vector<RowView>& views) { update_segments(views.data(), views.size(), sweep_index_); }
+  void update_segments(const RowView* views, size_t n) { update_segments(views, n, sweep_index_); }
   void one_sweep();
+  void one_sweep_by_colour();
+  void one_sweep_streaming();
+  int pipeline_depth() const;
+  void pipelined_sweeps(int k);
   void reduce_counters();
 
   const Action& action_;
@@ -71,6 +100,9 @@ class Sampler {
   uint64_t sweep_index_ = 0;
   int64_t accepted_ = 0, proposed_ = 0, global_accepted_ = 0, global_proposed_ = 0;
   std::vector<Colour> colours_;
+  Stream stream_;
+  bool streaming_ = false;
+  int64_t proposed_per_sweep_ = 0;
   std::vector<double> J_;
   double update_seconds_ = 0;
 };
