@@ -1,4 +1,4 @@
-// sampler.cpp -- colour ordering, row segments, overlap of updates with the halo exchange.
+// sampler.cpp -- sweep orders (colour order, streaming, pipelined sweeps), row segments, halo overlap.
 #include "sampler/sampler.hpp"
 
 #include <algorithm>
