@@ -31,8 +31,7 @@ void Sampler::set_streaming(bool on) {
   if (on && colours_.size() != 2)
     throw std::invalid_argument("streaming sweeps need two colours (no extra links); this action has " +
                                 std::to_string(colours_.size()));
-  if (on && stream_.first.empty()) build_stream();
-  streaming_ = on;
+  streaming_ = on;  // the stream was built with the colours (two colours)
 }
 
 void Sampler::set_step(double s) {
@@ -186,7 +185,7 @@ void Sampler::one_sweep_streaming() {
   const int64_t rows = static_cast<int64_t>(st.first.size()), delay = st.lag + st.hold;
   double t0 = MPI_Wtime();
   for (int64_t r = 0; r < rows; ++r) {
-    update_segments(&st.first[r], 1);
+    update_segments(&st.first[r], 1, sweep_index_);
     if (inner_local) HaloExchange::copy_local_row(phi0, st.first_base[r], half);
     if (r >= delay) update_segments(st.second[r - delay]);
   }

@@ -82,7 +82,6 @@ class Sampler {
   RowView make_view(int p, int64_t base, int c, uint64_t gbase, int64_t k0, int64_t k1) const;
   void update_segments(const RowView* views, size_t n, uint64_t sweep);
   void update_segments(const std::vector<RowView>& views) { update_segments(views.data(), views.size(), sweep_index_); }
-  void update_segments(const RowView* views, size_t n) { update_segments(views, n, sweep_index_); }
   void one_sweep();
   void one_sweep_by_colour();
   void one_sweep_streaming();
