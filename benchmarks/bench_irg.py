@@ -19,8 +19,8 @@ import numpy as np
 from mpi4py import MPI
 
 import qftml
-from qftml.critical import tau_int
-from qftml.inverse_rg import InverseRG, local_observables
+from qftml.stats.finite_size import tau_int
+from qftml.rg.inverse import InverseRG, local_observables
 
 MU2, LAM = -0.92, 0.7
 

@@ -1,4 +1,4 @@
-"""Time per learning epoch, split into sampling, gradient and communication (qftml.learning).
+"""Time per learning epoch, split into sampling, gradient and communication (qftml.learning.gradient).
 
     .venv/bin/python benchmarks/bench_learning.py            runs itself on 1 and 2 ranks, prints a table
     mpiexec -n N .venv/bin/python benchmarks/bench_learning.py --row   one row (N ranks, one domain)
@@ -20,10 +20,10 @@ def row(epochs=5, precondition="fisher"):
 
     import qftml
     from qftml import learning as L
-    from qftml import optimizers as O
-
+    from qftml.collective import make_communicators
+    from qftml.learning import optimizers as O
     comm = MPI.COMM_WORLD
-    comms = L.make_communicators(comm, 1)
+    comms = make_communicators(comm, 1)
     lat = qftml.Lattice((64, 64), comm=comms.domain)
     start = L.random_couplings(lat, 5, {"w": (0.5, 1.5), "a": (1.0, 2.0), "b": (0.1, 0.3), "r": 0.0})
     model = L.Model(lat, start, b_floor=1e-3)

@@ -73,8 +73,8 @@ def write_file(path, L, n, seed=0, configs=True):
 def inner(args):
     from mpi4py import MPI
 
-    from qftml.reweight_targets import TargetSpec, compute_inputs, open_ensemble, scan_targets
-    from qftml.reweighting import reweight, reweight_scan
+    from qftml.reweighting.targets import TargetSpec, compute_inputs, open_ensemble, scan_targets
+    from qftml.reweighting.estimator import reweight, reweight_scan
 
     comm = MPI.COMM_WORLD
     out = {}

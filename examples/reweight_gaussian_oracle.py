@@ -4,7 +4,7 @@ reweighted to a complex mass a -> a + i c along c, and to a real mass along da.
     .venv/bin/python examples/reweight_gaussian_oracle.py [--out docs/img] [--n 4000] [--L 8]
 
 S = -w sum_nn phi phi + a sum phi^2 with w = 0.25, a = 1 (heat bath, engine in memory). Exact:
-<phi^2>_A = G_A(0) and the average phase Z_A / Z_{Re A} from qftml.exact (complex a continued
+<phi^2>_A = G_A(0) and the average phase Z_A / Z_{Re A} from qftml.exact.gaussian (complex a continued
 analytically). Writes reweight_gaussian_complex_mass.png and reweight_gaussian_mass.png with the
 exact curves, error bands and flagged (unreliable) points, and prints the tables.
 """
@@ -17,8 +17,8 @@ import numpy as np
 
 import qftml
 from qftml import exact
-from qftml.reweight_targets import Ensemble, TargetSpec, compute_inputs, scan_targets
-from qftml.reweighting import reweight_scan
+from qftml.reweighting.targets import Ensemble, TargetSpec, compute_inputs, scan_targets
+from qftml.reweighting.estimator import reweight_scan
 
 W, A = 0.25, 1.0
 

@@ -1,9 +1,9 @@
-"""Error analysis (qftml.analysis, `qftml analyze`) against exact results.
+"""Error analysis (qftml.stats.analysis, `qftml analyze`) against exact results.
 
 Validation (issue 3): a Gaussian ensemble made by the engine reproduces the exact <phi^2>, C(t),
 G(x), chi, Binder cumulant, energy per link and the second-moment correlation length within its
 own Gamma-method errors; `ising` at beta_c on 64^2 reproduces Kaufman's exact finite-lattice
-energy per link. Ensembles go through the real HDF5 writer (qftml.ensemble_io) and reader.
+energy per link. Ensembles go through the real HDF5 writer (qftml.io.ensembles) and reader.
 """
 import json
 import math
@@ -13,11 +13,11 @@ import pytest
 from mpi4py import MPI
 
 import qftml
-from qftml.analysis import (analyze, cut_and_bin, ensemble_from_records, format_report, gamma, load_ensemble,
+from qftml.stats.analysis import (analyze, cut_and_bin, ensemble_from_records, format_report, gamma, load_ensemble,
                             summarize, two_point_samples)
-from qftml.ensemble_io import EnsembleWriter, observable_layout, stack_observables
+from qftml.io.ensembles import EnsembleWriter, observable_layout, stack_observables
 from qftml.exact import gaussian_propagator
-from qftml.exact_ising import BETA_C, kaufman_torus, onsager_energy_per_link
+from qftml.exact.ising import BETA_C, kaufman_torus, onsager_energy_per_link
 
 NSIGMA = 4.0
 

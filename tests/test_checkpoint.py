@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import qftml
-from qftml.checkpoint import (CheckpointError, checkpoint_path, physics_differences, read_checkpoint,
+from qftml.io.checkpoints import (CheckpointError, checkpoint_path, physics_differences, read_checkpoint,
                               write_checkpoint)
 
 PHYSICS = {"lattice": {"shape": [8, 8]}, "action": {"kappa": 0.3, "field": "real"}, "sampler": {"seed": 4}}

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import qftml
-from qftml.couplings_io import (action_from_couplings, couplings_digest, read_couplings, write_couplings,
+from qftml.io.couplings import (action_from_couplings, couplings_digest, read_couplings, write_couplings,
                                 write_global_couplings)
-from qftml.ensemble_io import (EnsembleFileError, EnsembleWriter, observable_layout, read_attrs,
+from qftml.io.ensembles import (EnsembleFileError, EnsembleWriter, observable_layout, read_attrs,
                                read_configs, read_observables, stack_observables)
 
 

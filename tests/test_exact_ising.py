@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from qftml.exact import ising_enumeration
-from qftml.exact_ising import BETA_C, kaufman_torus, onsager_energy_per_link
+from qftml.exact.ising import BETA_C, kaufman_torus, onsager_energy_per_link
 
 
 @pytest.mark.parametrize("shape", [(4, 4), (3, 5), (5, 3), (4, 3), (2, 3)])  # <= 16 sites: fast enumeration

@@ -1,4 +1,4 @@
-"""Free energies by thermodynamic integration (qftml.free_energy) against exact results.
+"""Free energies by thermodynamic integration (qftml.learning.free_energy) against exact results.
 
 Oracles: Gaussian actions (exact ln Z from momentum sums) and ultralocal quartic actions
 (w = 0: Z factorises into one-dimensional integrals done by quadrature).
@@ -10,8 +10,8 @@ from scipy import integrate
 
 import qftml
 from qftml import exact
-from qftml import free_energy as FE
-from qftml import learning as L
+from qftml.learning import free_energy as FE
+from qftml.collective import make_communicators
 
 
 def test_gauss_legendre_is_exact_for_polynomials():
@@ -62,7 +62,7 @@ def test_replicas_share_nodes_and_reproduce_the_single_lattice_result():
     world = MPI.COMM_WORLD
     couplings = {"w": 0.5, "a": 1.5, "b": 0.2, "r": 0.0}
     kw = dict(nodes=4, samples=60, thermalize=20, seed=2)
-    comms = L.make_communicators(world, world.size)
+    comms = make_communicators(world, world.size)
     lat = qftml.Lattice((8, 8), comm=comms.domain)
     shared = FE.free_energy_ti(lat, couplings, comms=comms, **kw)
     alone = FE.free_energy_ti(qftml.Lattice((8, 8), comm=MPI.COMM_SELF), couplings, **kw)

@@ -1,4 +1,4 @@
-"""The inverse RG (qftml.inverse_rg): exact right inverse, decomposition-independent upscaling,
+"""The inverse RG (qftml.rg.inverse): exact right inverse, decomposition-independent upscaling,
 a trained filter against the exact Gaussian propagator, gradients, errors, HDF5 round trip."""
 import numpy as np
 import pytest
@@ -6,8 +6,8 @@ from mpi4py import MPI
 
 import qftml
 from qftml.exact import gaussian_kernel
-from qftml.inverse_rg import InverseRG, halo_pad, local_observables
-from qftml.rg import block_ensemble, block_local
+from qftml.rg.inverse import InverseRG, halo_pad, local_observables
+from qftml.rg.blocking import block_ensemble, block_local
 
 
 def _self_lattice(shape):
@@ -204,10 +204,9 @@ def test_filter_larger_than_the_local_block_is_an_error_on_every_rank(comm):
 
 
 def test_mu2_reweighting_matches_the_exact_gaussian_susceptibility():
-    """qftml.critical on exact Gaussian draws (lam = 0): <m^2>(mu2') = 1 / (V K(0)) = 1 / (V mu2'),
+    """qftml.stats.finite_size on exact Gaussian draws (lam = 0): <m^2>(mu2') = 1 / (V K(0)) = 1 / (V mu2'),
     reweighted from mu2 = 0.3 to 0.27 and 0.33, within 4 jackknife errors."""
-    from qftml import critical
-
+    from qftml.stats import finite_size as critical
     L, mu2 = 8, 0.3
     cfg, _ = _gaussian_ensemble(L, 1.0, 0.5 * (mu2 + 4.0), 6000, 11)
     m = cfg.mean(axis=(1, 2))
@@ -228,7 +227,7 @@ def test_irg_command_end_to_end(tmp_path):
     import h5py
 
     from qftml.cli import main
-    from qftml.ensemble_io import read_attrs, read_observables
+    from qftml.io.ensembles import read_attrs, read_observables
 
     cfg = tmp_path / "irg.toml"
     cfg.write_text(f"""

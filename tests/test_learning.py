@@ -1,4 +1,4 @@
-"""Learning an action by minimising F = <A - S>_p + F_S (qftml.learning), DESIGN 1.3.
+"""Learning an action by minimising F = <A - S>_p + F_S (qftml.learning.gradient), DESIGN 1.3.
 
 Oracles: for Gaussian S and A (kernels K_S, K_A on the momentum grid)
     F(theta) = (1/2) sum_k [K_A/K_S - 1 + ln K_S] - (V/2) ln 2 pi
@@ -11,10 +11,10 @@ from mpi4py import MPI
 
 import qftml
 from qftml import exact
-from qftml import free_energy as FE
+from qftml.learning import free_energy as FE
 from qftml import learning as L
-from qftml import optimizers as O
-
+from qftml.collective import make_communicators
+from qftml.learning import optimizers as O
 SHAPE = (8, 8)
 WS, AS = 0.4, 1.2      # model S (Gaussian)
 WA, AA = 0.5, 1.25     # target A (Gaussian)
@@ -41,7 +41,7 @@ def _obs_cov(d, x, name):
 
 def test_mc_gradient_matches_exact_gaussian_gradient():
     lat = qftml.Lattice(SHAPE, comm=MPI.COMM_SELF)
-    comms = L.make_communicators(MPI.COMM_SELF, 1)
+    comms = make_communicators(MPI.COMM_SELF, 1)
     couplings = {"w": WS, "a": AS, "b": 0.0, "r": 0.0}
     tied = L.Model(lat, couplings, learn=("w", "a"), tied=("w", "a"))
     untied = L.Model(lat, couplings, learn=("w", "a"))
@@ -77,7 +77,7 @@ def test_mc_gradient_matches_exact_gaussian_gradient():
 
 def test_bound_estimate_matches_exact_and_lies_above_f_a():
     lat = qftml.Lattice(SHAPE, comm=MPI.COMM_SELF)
-    comms = L.make_communicators(MPI.COMM_SELF, 1)
+    comms = make_communicators(MPI.COMM_SELF, 1)
     ws, as_ = 0.2, 1.5   # farther from the target: KL(p||q) = 2.47 exactly
     model = L.Model(lat, {"w": ws, "a": as_, "b": 0.0, "r": 0.0}, learn=("w", "a"), tied=("w", "a"))
     target = qftml.Action(lat, WA, AA, 0.0, 0.0)
@@ -105,7 +105,7 @@ def test_learning_a_gaussian_target_from_random_inhomogeneous_couplings():
     # The gradient noise is proportional to the distance from the target (S - A -> const), so SGD
     # converges to it exactly; 300 epochs shrink the initial spread (~0.1) by > 100 (measured: 1e-4).
     lat = qftml.Lattice(SHAPE, comm=MPI.COMM_SELF)
-    comms = L.make_communicators(MPI.COMM_SELF, 1)
+    comms = make_communicators(MPI.COMM_SELF, 1)
     wa, aa = 0.4, 1.3
     start = L.random_couplings(lat, 5, {"w": (0.3, 0.7), "a": (1.6, 2.0), "b": 0.0, "r": 0.0})
     model = L.Model(lat, start, learn=("w", "a"))
@@ -141,7 +141,7 @@ def test_natural_gradient_solves_the_site_blocks():
 
 def test_non_normalisable_update_gives_a_clear_error():
     lat = qftml.Lattice((4, 4), comm=MPI.COMM_SELF)
-    comms = L.make_communicators(MPI.COMM_SELF, 1)
+    comms = make_communicators(MPI.COMM_SELF, 1)
     model = L.Model(lat, {"w": 0.4, "a": 1.0, "b": 0.0, "r": 0.0}, learn=("w", "a"))
     target = qftml.Action(lat, 0.4, 1.0, 0.0, 0.0)
     model.params["a"][0, 0] = 0.1   # as if a huge step had been taken
@@ -161,7 +161,7 @@ def test_b_floor_projection_keeps_the_model_normalisable():
 
 def test_bad_replica_count_and_model_families():
     with pytest.raises(ValueError, match="divide"):
-        L.make_communicators(MPI.COMM_SELF, 3)
+        make_communicators(MPI.COMM_SELF, 3)
     lat = qftml.Lattice((4, 4), comm=MPI.COMM_SELF)
     with pytest.raises(ValueError, match="absent"):
         L.Model(lat, {"a": 1.0, "b": 0.1}, learn=("g",))
@@ -189,7 +189,7 @@ def test_result_does_not_depend_on_the_process_grid_inside_a_replica(tied):
     if world.size == 1:
         pytest.skip("needs at least 2 ranks to compare process grids")
     replicas = 2 if world.size >= 4 else 1
-    comms = L.make_communicators(world, replicas)
+    comms = make_communicators(world, replicas)
     n = comms.domain.size
     results = [_train(comms, grid, tied=tied) for grid in ([n, 1], [1, n])]
     if comms.domain.rank == 0:
@@ -202,7 +202,7 @@ def test_result_does_not_depend_on_the_process_grid_inside_a_replica(tied):
 @pytest.mark.mpi
 def test_replica_accumulation_equals_single_rank_gradient_on_the_same_samples():
     world = MPI.COMM_WORLD
-    comms = L.make_communicators(world, world.size if world.size <= 2 else 2)
+    comms = make_communicators(world, world.size if world.size <= 2 else 2)
     lat = qftml.Lattice((8, 8), comm=comms.domain)
     start = L.random_couplings(lat, 9, {"w": (0.8, 1.2), "a": (1.3, 1.8), "b": (0.15, 0.25), "r": 0.0})
     model = L.Model(lat, start, learn=("w", "a", "b"), tied=("w",))
@@ -229,7 +229,7 @@ def test_replica_accumulation_equals_single_rank_gradient_on_the_same_samples():
     solo_lat = qftml.Lattice((8, 8), comm=MPI.COMM_SELF)
     solo_model = L.Model(solo_lat, full, learn=("w", "a", "b"), tied=("w",))
     solo_target = qftml.Action.homogeneous(solo_lat)
-    solo = L.GradientEstimator(solo_model, solo_target, L.make_communicators(MPI.COMM_SELF, 1), fisher=True)
+    solo = L.GradientEstimator(solo_model, solo_target, make_communicators(MPI.COMM_SELF, 1), fisher=True)
     solo.begin(solo_model.action())
     field = qftml.Field(solo_lat)
     for c in every:
@@ -309,7 +309,7 @@ def test_learn_command_writes_history_couplings_and_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(full["free_energy/F"][()], resumed["free_energy/F"][()][[0, 2, 3]])
         assert np.all(full["free_energy/F_err"][()] > 0)
     # the output seeds an action (the same /couplings layout `qftml sample` reads)
-    from qftml.couplings_io import action_from_couplings
+    from qftml.io.couplings import action_from_couplings
     act = action_from_couplings(str(tmp_path / "full.h5"), qftml.Lattice((8, 8), comm=MPI.COMM_SELF))
     assert act.couplings()["a"].shape == (8, 8)
 

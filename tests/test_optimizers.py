@@ -1,8 +1,8 @@
-"""Optimisers and learning-rate schedules (qftml.optimizers) on problems with known answers."""
+"""Optimisers and learning-rate schedules (qftml.learning.optimizers) on problems with known answers."""
 import numpy as np
 import pytest
 
-from qftml import optimizers as O
+from qftml.learning import optimizers as O
 
 
 def test_schedules_follow_their_formulas():

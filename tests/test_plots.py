@@ -5,8 +5,8 @@ import pytest
 from mpi4py import MPI
 
 import qftml
-from qftml.analysis import load_ensemble
-from qftml.plots import plot_all
+from qftml.stats.analysis import load_ensemble
+from qftml.plots.ensemble import plot_all
 
 from test_analysis import write_ensemble  # noqa: E402  (tests/ is on sys.path under pytest)
 

@@ -16,8 +16,8 @@ from mpi4py import MPI
 
 import qftml
 from qftml import exact
-from qftml.reweight_targets import Ensemble, TargetSpec, compute_inputs, open_ensemble, scan_targets
-from qftml.reweighting import ReweightError, reweight, reweight_scan
+from qftml.reweighting.targets import Ensemble, TargetSpec, compute_inputs, open_ensemble, scan_targets
+from qftml.reweighting.estimator import ReweightError, reweight, reweight_scan
 
 SHAPE = (8, 8)
 V = 64
@@ -262,7 +262,7 @@ def test_bad_input_clear_errors():
 # ---------------------------------------------------------------------------------------------
 
 def write_ensemble_file(path, shape, obs, configs, couplings, extra_offsets=(), field="real"):
-    """A minimal ensemble file in the DESIGN 3 / qftml.ensemble_io layout (plain h5py, rank 0)."""
+    """A minimal ensemble file in the DESIGN 3 / qftml.io.ensembles layout (plain h5py, rank 0)."""
     n = len(obs["M"])
     with h5py.File(path, "w") as f:
         f.attrs["format"] = "qftml-ensemble"
@@ -318,7 +318,7 @@ def test_file_hyperslab_route_inhomogeneous_s_matches_in_memory(tmp_path):
     a_val = (-W0 * cf * (nn[0] + nn[1]) - 0.02 * cf * (sh[0] + sh[1]) + A0 * cf ** 2).sum(axis=(1, 2))
     np.testing.assert_allclose(inp.deltas[0], a_val - s_val, rtol=1e-9, atol=1e-9)
     # the same via an inhomogeneous target file (A(phi) from each rank's hyperslab)
-    from qftml.couplings_io import write_global_couplings
+    from qftml.io.couplings import write_global_couplings
     cpath = path.replace(".h5", "_A.h5")
     if comm.rank == 0:
         write_global_couplings(cpath, {"w": np.full(SHAPE + (2,), W0), "a": np.full(SHAPE, A0),

@@ -1,4 +1,4 @@
-"""Block-spin transformations R_b (qftml.rg): exact blocking, majority rule with counter-based
+"""Block-spin transformations R_b (qftml.rg.blocking): exact blocking, majority rule with counter-based
 tie-breaking, decomposition independence, clear errors for indivisible extents."""
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from mpi4py import MPI
 
 import qftml
 from qftml import _core
-from qftml.rg import (RG_TIE_PURPOSE, _key, _words, block_ensemble, block_field, block_local, check_blockable,
+from qftml.rg.blocking import (RG_TIE_PURPOSE, _key, _words, block_ensemble, block_field, block_local, check_blockable,
                       global_index, philox_uniform)
 
 

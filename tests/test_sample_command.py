@@ -235,7 +235,7 @@ def test_gaussian_ensemble_matches_exact_propagator(tmp_path):
     from mpi4py import MPI
 
     from qftml.exact import gaussian_propagator
-    from qftml.sampling import load_sample_config, run_sample
+    from qftml.ensemble_generation import load_sample_config, run_sample
 
     free = CONFIG.replace("lam = 0.5", "lam = 0.0").replace("mu2 = 0.1", "mu2 = 0.4")
     cfg = write_config(str(tmp_path), "free", text=free.replace("[sampler]", '[sampler]\nalgorithm = "heatbath"'))
@@ -271,7 +271,7 @@ def test_inhomogeneous_couplings_file_and_refusal_when_it_changes(tmp_path):
     """[action] couplings = file: each rank reads its hyperslab; the stored action values equal S
     computed independently with numpy from the stored configurations; editing the file afterwards
     makes --resume refuse (its sha256 is part of the physics)."""
-    from qftml.couplings_io import write_global_couplings
+    from qftml.io.couplings import write_global_couplings
 
     d = str(tmp_path)
     rng = np.random.default_rng(5)
@@ -301,8 +301,7 @@ def test_preempted_during_thermalisation_resumes_with_the_tuned_step(tmp_path, m
     being tuned) checkpoints and returns 3; resuming gives the uninterrupted chain bit for bit."""
     from mpi4py import MPI
 
-    from qftml import sampling
-
+    from qftml import ensemble_generation as sampling
     d = str(tmp_path)
     text = CONFIG.replace("thermalize = 20", "thermalize = 60")
     over = ["sampler.sweeps=20", "sampler.checkpoint_every=0"]

@@ -361,7 +361,7 @@ def test_sample_then_analyze_chain(cluster, tmp_path):
     reason = sample_works()
     if reason:
         pytest.skip(reason)
-    from qftml.ensemble_io import read_attrs
+    from qftml.io.ensembles import read_attrs
 
     cfg = write_config(tmp_path / "run.toml", "ens.h5", sweeps=150, thermalize=50)
     env = dict(cluster.env)
@@ -392,7 +392,7 @@ def test_example_pipeline_sweep_then_analyses(cluster, tmp_path):
     reason = sample_works()
     if reason:
         pytest.skip(reason)
-    from qftml.ensemble_io import read_attrs
+    from qftml.io.ensembles import read_attrs
 
     cfg = write_config(tmp_path / "run.toml", "ens.h5", sweeps=150, thermalize=50)
     example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
@@ -505,7 +505,7 @@ def test_preempted_job_checkpoints_requeues_and_matches_uninterrupted_run(cluste
     reason = sample_works()
     if reason:
         pytest.skip(reason)
-    from qftml.ensemble_io import read_attrs, read_configs
+    from qftml.io.ensembles import read_attrs, read_configs
 
     sweeps = 1500
     runs = {}

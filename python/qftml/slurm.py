@@ -55,7 +55,7 @@ from qftml.config import ConfigError, read_raw_config
 TEMPLATES = ("sample", "analyze", "learn", "reweight", "irg", "sweep")
 # Templates whose job runs one `qftml <command> CONFIG.toml`; analyze reads the ensemble instead.
 CONFIG_COMMANDS = ("sample", "learn", "reweight", "irg")
-DEFAULT_PREEMPTED_EXIT_CODE = 3  # qftml.sampling.EXIT_PREEMPTED ("checkpointed after a signal: resume me")
+DEFAULT_PREEMPTED_EXIT_CODE = 3  # qftml.ensemble_generation.EXIT_PREEMPTED ("checkpointed after a signal: resume me")
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
                 "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED"}
 _PLACEHOLDER = re.compile(r"\{\{([!>]?)([A-Za-z0-9_./-]+)\}\}")
@@ -237,7 +237,7 @@ class RenderedJob:
 
 def _preempted_exit_code() -> int:
     try:
-        from qftml.sampling import EXIT_PREEMPTED
+        from qftml.ensemble_generation import EXIT_PREEMPTED
     except ImportError:
         return DEFAULT_PREEMPTED_EXIT_CODE
     return int(EXIT_PREEMPTED)
@@ -552,13 +552,13 @@ def wait(jobs, timeout: float | None = None, poll: float = 1.0) -> list[str]:
 
 def collect(item):
     """A finished job's output: Job -> its collect(); '*.json' -> parsed JSON; an ensemble ->
-    {observable: array} (plain h5py via qftml.ensemble_io)."""
+    {observable: array} (plain h5py via qftml.io.ensembles)."""
     if isinstance(item, Job):
         return item.collect()
     path = str(item)
     if path.endswith(".json"):
         with open(path) as f:
             return json.load(f)
-    from qftml.ensemble_io import read_observables
+    from qftml.io.ensembles import read_observables
 
     return read_observables(path)

@@ -1,6 +1,6 @@
 """`qftml analyze FILE.h5 [--json] [--therm N] [--bin B] [--quiet]`.
 
-Exports HELP, add_arguments(parser), run(args) (the cli contract). The work is in qftml.analysis:
+Exports HELP, add_arguments(parser), run(args) (the cli contract). The work is in qftml.stats.analysis:
 every scalar observable with mean, Gamma-method error and tau_int; phi^2, chi, Binder cumulant,
 energy per link, second-moment correlation length; the time-slice correlator C(t).
 Runs on rank 0 only (the data are small); other ranks of an mpiexec launch return at once.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from qftml.json_output import json_safe
+from qftml.io.json_output import json_safe
 
 HELP = "error analysis of an ensemble file: means, Gamma-method errors, tau_int, chi, Binder, xi2, C(t)"
 
@@ -32,7 +32,7 @@ def run(args) -> int:
 
     if MPI.COMM_WORLD.rank != 0:
         return 0
-    from qftml.analysis import analyze, format_report, load_ensemble
+    from qftml.stats.analysis import analyze, format_report, load_ensemble
 
     if args.therm < 0 or args.bin < 1:
         raise ValueError(f"need --therm >= 0 and --bin >= 1, got {args.therm} and {args.bin}")

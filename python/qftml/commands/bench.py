@@ -37,7 +37,7 @@ def add_arguments(parser):
 
 def run(args) -> int:
     import qftml
-    from qftml.action import Action
+    from qftml.engine.action import Action
 
     comm = MPI.COMM_WORLD
     cfg = load_config(args.config, SCHEMA, args.overrides, comm)

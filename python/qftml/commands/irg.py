@@ -6,12 +6,12 @@ Steps (all collective over MPI.COMM_WORLD; the process grid is kept at every siz
  2. Binder crossing of L/b and L (reweighting in mu2) -> mu2_c; mu2* = mu2_c or irg.mu2_critical
     (irg.critical); field rescaling zeta of R_b ("match": zeta^2 = <m^2>_{L/b} / <m^2>_L at mu2*,
     so the blocked L ensemble has the magnetisation scale of the L/b ensemble; "fixed": irg.zeta);
- 3. training of the transposed convolution on the L ensemble (qftml.inverse_rg), weights saved;
+ 3. training of the transposed convolution on the L ensemble (qftml.rg.inverse), weights saved;
  4. upscaling of irg.upscale_configs configurations of the L ensemble through irg.levels steps
     L -> bL -> ... -> b^k L, each level written as an ordinary ensemble file <stem>_L<n>.h5
     (/configs stored while n_cfg * volume * 8 bytes <= irg.store_max_mb, else observables only,
     plus <stem>_L<n>_snapshot.h5 with the first irg.snapshot configurations);
- 5. critical exponents (qftml.critical): gamma/nu, beta/nu from FSS fits over the upscaled sizes at
+ 5. critical exponents (qftml.stats.finite_size): gamma/nu, beta/nu from FSS fits over the upscaled sizes at
     mu2*, nu from the flow mu2 -> mu2' of Binder-cumulant matching between the upscaled L/b
     ensemble and the direct L ensemble; direct two-size FSS for comparison; jackknife errors;
     every pair of neighbouring direct sizes (irg.extra_pairs adds L/b^2, ...) by critical.pair_analysis;
@@ -87,7 +87,7 @@ def _sample_direct(shape, grid, comm, act, smp, path, log, quiet):
     import qftml
     from mpi4py import MPI
 
-    from qftml.ensemble_io import EnsembleWriter, observable_layout, stack_observables
+    from qftml.io.ensembles import EnsembleWriter, observable_layout, stack_observables
 
     lat = qftml.Lattice(shape, comm=comm, grid=grid or None)
     action = qftml.Action.homogeneous(lat, kappa=act["kappa"], mu2=act["mu2"], lam=act["lam"], h=act["h"],
@@ -127,7 +127,7 @@ def _sample_direct(shape, grid, comm, act, smp, path, log, quiet):
 def _read_direct(path, grid, comm):
     """(lattice on the grid, this rank's blocks of /configs, observables, attributes) of an ensemble file."""
     import qftml
-    from qftml.ensemble_io import open_ensemble, read_attrs, read_observables
+    from qftml.io.ensembles import open_ensemble, read_attrs, read_observables
 
     attrs = read_attrs(path)
     shape = tuple(attrs["lattice"]["shape"])
@@ -159,10 +159,10 @@ def _bar(total, desc, quiet):
 def run(args) -> int:
     from mpi4py import MPI
 
-    from qftml import critical
+    from qftml.stats import finite_size as critical
     from qftml.config import ConfigError, load_config
-    from qftml.inverse_rg import InverseRG
-    from qftml.rg import check_blockable
+    from qftml.rg.inverse import InverseRG
+    from qftml.rg.blocking import check_blockable
 
     comm = MPI.COMM_WORLD
     cfg = load_config(args.config, SCHEMA, args.overrides, comm)
@@ -178,7 +178,7 @@ def run(args) -> int:
     b, levels = irg["b"], irg["levels"]
     if act["field"] != "real":
         raise ConfigError("irg: the critical-exponent pipeline needs action.field = 'real' "
-                          "(R_b for ising is qftml.rg.block_local(field='ising'))")
+                          "(R_b for ising is qftml.rg.blocking.block_local(field='ising'))")
     if len(set(shape)) != 1:
         raise ConfigError(f"irg: lattice.shape = {list(shape)} must be a hypercube (FSS in one L)")
     grid = lat_cfg["grid"]
@@ -229,7 +229,7 @@ def run(args) -> int:
         raise ValueError(errors[0])
     lat_s, cfg_s, obs_s, attrs_s = _read_direct(path_s, grid, comm)
     lat_l, cfg_l, obs_l, attrs_l = _read_direct(path_l, grid, comm)
-    from qftml.ensemble_io import read_attrs, read_observables
+    from qftml.io.ensembles import read_attrs, read_observables
 
     obs_extra = [read_observables(path) for _, path in extra]
     for path, attrs in ((path_s, attrs_s), (path_l, attrs_l), *((p_, read_attrs(p_)) for _, p_ in extra)):
@@ -301,7 +301,7 @@ def run(args) -> int:
 
     # 4a. one step from L/b for the flow (U of the upscaled ensemble vs U of the direct L ensemble)
     _, up_small = model.upscale(lat_s, cfg_s, seed=irg["seed"], first_config=0, level=99)
-    from qftml.inverse_rg import fine_lattice, local_observables
+    from qftml.rg.inverse import fine_lattice, local_observables
 
     lat_su = fine_lattice(lat_s, b)
     obs_su = {k: [] for k in ("abs_m", "m2", "m4")}
@@ -414,15 +414,15 @@ def run(args) -> int:
 
 def _upscale_chain(model, lat_l, cfg_l, obs_l, irg, act, stem, log, quiet, comm, zeta, gain, mu2_0):
     """Carry irg.upscale_configs configurations of the L ensemble through all levels; write each level."""
-    from qftml.ensemble_io import EnsembleWriter, observable_layout, stack_observables
-    from qftml.inverse_rg import local_observables
+    from qftml.io.ensembles import EnsembleWriter, observable_layout, stack_observables
+    from qftml.rg.inverse import local_observables
 
     b, levels = irg["b"], irg["levels"]
     n_total = cfg_l.shape[0]
     n_up = min(irg["upscale_configs"], n_total)
     pick = np.linspace(0, n_total - 1, n_up).astype(int)
     lats = [lat_l]
-    from qftml.inverse_rg import fine_lattice
+    from qftml.rg.inverse import fine_lattice
 
     for _ in range(levels):
         lats.append(fine_lattice(lats[-1], b))
@@ -477,7 +477,7 @@ def _upscale_chain(model, lat_l, cfg_l, obs_l, irg, act, stem, log, quiet, comm,
             s[0].close()
     for (path, store, snap), lat in zip(paths, lats[1:]):
         log(f"  level L={lat.shape[0]}: {n_up} configs -> {path}" + ("" if store else " (observables only)")
-            + (f" + snapshot" if snap else ""))
+            + (" + snapshot" if snap else ""))
     log(f"  check: max |m_k / (s^k m_0) - 1| over configs and levels = {ratio_dev:.2e}")
     return {"n": n_up, "pick": pick, "per_level": {k: {q: np.array(v) for q, v in d.items()} for k, d in per_level.items()},
             "paths": paths, "ratio_dev": ratio_dev, "shapes": [lt.shape for lt in lats]}
@@ -553,8 +553,7 @@ def _plots(stem, level_stats, Ls, small, large, small_up, mu2_0, mu2_c, mu2_grid
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from qftml import critical
-
+    from qftml.stats import finite_size as critical
     plot_configs(stem, Ls, level_stats["paths"])
 
     # observables vs L: measured on the upscaled ensembles, and the whole L ensemble carried by s^k

@@ -1,7 +1,7 @@
 """`qftml learn CONFIG.toml [--replicas R] [--resume] [--set section.key=value ...] [--quiet]`.
 
 Learn the couplings of an inhomogeneous action S by minimising F = <A - S>_p + F_S >= F_A
-(DESIGN 1.3; the work is in qftml.learning, qftml.optimizers, qftml.free_energy).
+(DESIGN 1.3; the work is in qftml.learning.gradient, qftml.learning.optimizers, qftml.learning.free_energy).
 
 Exports: HELP, add_arguments(parser), run(args) (the cli contract), load_learn_config,
          run_learn(cfg, replicas, resume, quiet, comm), plot_training(path, prefix).
@@ -40,7 +40,7 @@ HELP = "learn an action S by minimising the variational free energy F = <A - S> 
 
 def _schema():
     from qftml.config import ACTION, LATTICE, OUTPUT, SAMPLER, Spec
-    from qftml.optimizers import OPTIMIZERS, SCHEDULES
+    from qftml.learning.optimizers import OPTIMIZERS, SCHEDULES
 
     sampler = {k: SAMPLER[k] for k in ("algorithm", "thermalize", "hits", "seed", "step", "start")}
     model = {
@@ -146,7 +146,7 @@ def _build(cfg, comms):
     import qftml
     from qftml import learning as L
     from qftml.config import ConfigError
-    from qftml.sampling import build_action
+    from qftml.ensemble_generation import build_action
 
     lat = qftml.Lattice(cfg["lattice"]["shape"], comm=comms.domain, grid=cfg["lattice"]["grid"] or None)
     try:
@@ -156,9 +156,9 @@ def _build(cfg, comms):
             raise
         raise ConfigError(f"[target]: {e}") from None
     m = cfg["model"]
-    extra = [list(e) for e in qftml.action.NNN_2D] if m["extra"] == "nnn" else []
+    extra = [list(e) for e in qftml.engine.action.NNN_2D] if m["extra"] == "nnn" else []
     if m["init"] == "file":
-        from qftml.couplings_io import read_couplings
+        from qftml.io.couplings import read_couplings
 
         start, attrs = read_couplings(m["couplings"], lat)
         if [list(e) for e in attrs["extra_offsets"]] != extra:
@@ -179,8 +179,7 @@ def _build(cfg, comms):
 
 
 def _optimizer(cfg):
-    from qftml import optimizers as O
-
+    from qftml.learning import optimizers as O
     t = cfg["training"]
     sched = O.Schedule(t["schedule"], t["lr"], gamma=t["gamma"], tau=t["tau"], step_every=t["step_every"],
                        lr_min=t["lr_min"])
@@ -269,7 +268,7 @@ def _epoch_values(rec):
 
 def _global_couplings(model, comms):
     """Full theta on world rank 0 (gathered over replica 0's domain; small volumes)."""
-    from qftml.learning import gather_global
+    from qftml.learning.trainer import gather_global
 
     if comms.replica != 0:
         return None
@@ -278,7 +277,7 @@ def _global_couplings(model, comms):
 
 def _write_final_couplings(path, model, comms):
     """/couplings/<family> by hyperslabs (replica 0's ranks write; the others wait)."""
-    from qftml.ensemble_io import BlockFile, choose_write_path
+    from qftml.io.ensembles import BlockFile, choose_write_path
 
     if comms.replica == 0:
         lat = model.lattice
@@ -301,7 +300,7 @@ def _write_checkpoint(path, trainer, comms, cfg):
     """Couplings, optimiser state, fields and counters, gathered on world rank 0 (small volumes)."""
     import h5py
 
-    from qftml.learning import gather_global
+    from qftml.learning.trainer import gather_global
 
     model, lat = trainer.model, trainer.model.lattice
     fields = comms.world.gather(trainer.field.gather(0), root=0)
@@ -370,13 +369,14 @@ def run_learn(cfg, replicas=1, resume=False, quiet=False, comm=None) -> int:
     from mpi4py import MPI
 
     import qftml
-    from qftml import free_energy as FE
+    from qftml.learning import free_energy as FE
     from qftml import learning as L
+    from qftml.collective import make_communicators
     from qftml.config import ConfigError
 
     comm = MPI.COMM_WORLD if comm is None else comm
     try:
-        comms = L.make_communicators(comm, replicas)
+        comms = make_communicators(comm, replicas)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     lat, target, model = _build(cfg, comms)
@@ -546,7 +546,7 @@ def plot_training(path, prefix, targets=None):
         initial = {k: first[k][()] for k in fams if k in first}
         cfg = json.loads(f.attrs["config"])
     if targets is None:
-        from qftml.action import homogeneous_couplings
+        from qftml.engine.action import homogeneous_couplings
 
         tg = cfg["target"]
         targets = {} if tg["couplings"] else homogeneous_couplings(len(cfg["lattice"]["shape"]), tg["kappa"], tg["mu2"],

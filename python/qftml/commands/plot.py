@@ -1,6 +1,6 @@
 """`qftml plot FILE.h5 [--out DIR] [--therm N] [--bin B] [--quiet]`.
 
-Exports HELP, add_arguments(parser), run(args) (the cli contract). The work is in qftml.plots:
+Exports HELP, add_arguments(parser), run(args) (the cli contract). The work is in qftml.plots.ensemble:
 history.png (Monte Carlo history), histogram_m.png, correlator.png (C(t) with errors, log y),
 configuration.png (the last stored configuration). Runs on rank 0 only.
 """
@@ -26,8 +26,8 @@ def run(args) -> int:
 
     if MPI.COMM_WORLD.rank != 0:
         return 0
-    from qftml.analysis import load_ensemble
-    from qftml.plots import plot_all
+    from qftml.stats.analysis import load_ensemble
+    from qftml.plots.ensemble import plot_all
 
     if args.therm < 0 or args.bin < 1:
         raise ValueError(f"need --therm >= 0 and --bin >= 1, got {args.therm} and {args.bin}")

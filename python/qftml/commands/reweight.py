@@ -6,9 +6,9 @@ Exports HELP, add_arguments(parser), run(args) (the cli contract), and for scrip
     run_reweight(cfg, quiet=False, comm=None) -> (points, inputs) on rank 0, (None, inputs) elsewhere
     write_outputs(cfg, points, inputs, direct) ; plot_scan(...)
 
-<O>_A = <O e^{-(A-S)}>_S / <e^{-(A-S)}>_S for every target point (qftml.reweighting); A - S comes
+<O>_A = <O e^{-(A-S)}>_S / <e^{-(A-S)}>_S for every target point (qftml.reweighting.estimator); A - S comes
 from stored sufficient statistics or, when needed, from each rank's hyperslab of every stored
-configuration (qftml.reweight_targets). Outputs, all from [output] path = OUT.h5:
+configuration (qftml.reweighting.targets). Outputs, all from [output] path = OUT.h5:
     OUT.h5     /scan/key, /scan/values, /observables/<name>/{value,error,error_jackknife,tau_int}
                (complex targets: value_imag, error_imag, ... too), /diagnostics/{ess, abs_phase,
                abs_phase_error, phase, log_z_ratio, reliable, flag_low_ess, flag_phase}, attrs
@@ -30,7 +30,7 @@ import sys
 import numpy as np
 
 from qftml.config import OUTPUT, ConfigError, Spec, load_config
-from qftml.json_output import json_safe
+from qftml.io.json_output import json_safe
 
 HELP = "reweight ensembles of S to new, extrapolated and complex couplings A (with ESS and average phase)"
 
@@ -79,7 +79,7 @@ def add_arguments(parser):
 
 
 def load_reweight_config(path, overrides=(), comm=None) -> dict:
-    from qftml.reweight_targets import TARGET_KEYS
+    from qftml.reweighting.targets import TARGET_KEYS
 
     cfg = load_config(path, SCHEMA, overrides, comm)
     sc, rw = cfg["scan"], cfg["reweight"]
@@ -100,7 +100,7 @@ def load_reweight_config(path, overrides=(), comm=None) -> dict:
 
 
 def _targets(cfg):
-    from qftml.reweight_targets import TargetSpec, scan_targets
+    from qftml.reweighting.targets import TargetSpec, scan_targets
 
     t = dict(cfg["target"])
     spec = TargetSpec(**t)
@@ -113,9 +113,9 @@ def _targets(cfg):
 
 
 def _open_all(paths, therm):
-    from qftml.ensemble_io import EnsembleFileError
-    from qftml.reweight_targets import open_ensemble
-    from qftml.reweighting import ReweightError
+    from qftml.io.ensembles import EnsembleFileError
+    from qftml.reweighting.targets import open_ensemble
+    from qftml.reweighting.estimator import ReweightError
 
     out = []
     for p in paths:
@@ -142,8 +142,8 @@ def run_reweight(cfg, quiet=False, comm=None):
     """The collective part (A - S per configuration) on every rank, the estimator on rank 0."""
     from mpi4py import MPI
 
-    from qftml.reweight_targets import TargetSpec, compute_inputs
-    from qftml.reweighting import ReweightError, reweight, reweight_scan
+    from qftml.reweighting.targets import TargetSpec, compute_inputs
+    from qftml.reweighting.estimator import ReweightError, reweight, reweight_scan
 
     comm = MPI.COMM_WORLD if comm is None else comm
     rw = cfg["reweight"]
@@ -389,7 +389,7 @@ def plot_scan(cfg, points, direct, stem, title=None):
 def run(args) -> int:
     from mpi4py import MPI
 
-    from qftml.reweighting import ReweightError
+    from qftml.reweighting.estimator import ReweightError
 
     comm = MPI.COMM_WORLD
     cfg = load_reweight_config(args.config, args.overrides, comm)

@@ -1,6 +1,6 @@
 """`qftml sample CONFIG.toml [--set section.key=value ...] [--resume] [--quiet]`.
 
-Exports HELP, add_arguments(parser), run(args) (the cli contract). The work is in qftml.sampling.
+Exports HELP, add_arguments(parser), run(args) (the cli contract). The work is in qftml.ensemble_generation.
 Exit codes: 0 done; 2 bad configuration/input (nothing written); 3 stopped by SIGTERM/SIGUSR1
 after writing a checkpoint (continue with --resume).
 """
@@ -22,7 +22,7 @@ def add_arguments(parser):
 def run(args) -> int:
     from mpi4py import MPI
 
-    from qftml.sampling import load_sample_config, run_sample
+    from qftml.ensemble_generation import load_sample_config, run_sample
 
     comm = MPI.COMM_WORLD
     cfg = load_sample_config(args.config, args.overrides, comm)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qftml.observables import timeslice_correlator
+from qftml.engine.observables import timeslice_correlator
 
 
 class ReweightError(ValueError):

@@ -25,7 +25,7 @@ Quantities (V = volume, d = dimensions, L0 = extent of direction 0, s(t) = time-
 
 Exports:
     Ensemble                          observables (numpy arrays), lattice shape, attributes, path
-    load_ensemble(path) -> Ensemble   read a qftml HDF5 ensemble (qftml.ensemble_io readers)
+    load_ensemble(path) -> Ensemble   read a qftml HDF5 ensemble (qftml.io.ensembles readers)
     ensemble_from_records(records, shape, attrs=None) -> Ensemble   from qftml.measure() dicts
     cut_and_bin(series, therm=0, bin=1)   drop `therm` records, average blocks of `bin`
     gamma(series, name=ENSEMBLE_NAME) -> pyerrors.Obs with the Gamma method applied
@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyerrors as pe
 
-from qftml.observables import timeslice_correlator
+from qftml.engine.observables import timeslice_correlator
 
 ENSEMBLE_NAME = "ensemble"
 # per-record series that are bookkeeping, not observables
@@ -85,7 +85,7 @@ class Ensemble:
 
     def iter_configs(self, chunk=64):
         """Yield /configs in chunks of up to `chunk` records (rank 0, explicit request only)."""
-        from qftml.ensemble_io import read_configs
+        from qftml.io.ensembles import read_configs
 
         for start in range(0, self.n_records, chunk):
             yield read_configs(self.path, start, start + chunk)
@@ -103,7 +103,7 @@ def _shape_from_attrs(attrs):
 
 def load_ensemble(path) -> Ensemble:
     """Read observables and attributes of an ensemble file (rows [:n_records] only)."""
-    from qftml.ensemble_io import EnsembleFileError, open_ensemble, read_attrs, read_observables
+    from qftml.io.ensembles import EnsembleFileError, open_ensemble, read_attrs, read_observables
 
     attrs = read_attrs(path)
     obs = {k: np.asarray(v) for k, v in read_observables(path).items()}

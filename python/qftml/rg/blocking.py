@@ -144,7 +144,7 @@ def block_local(local: np.ndarray, b: int = 2, field: str = "real", scale: float
 
 def block_lattice(lattice, b: int = 2):
     """The coarse lattice of R_b: global shape / b, the same process grid and communicator."""
-    from qftml.lattice import Lattice
+    from qftml.engine.lattice import Lattice
 
     check_blockable(lattice.shape, lattice.grid, b)
     return Lattice(tuple(L // b for L in lattice.shape), comm=lattice.comm, grid=lattice.grid)

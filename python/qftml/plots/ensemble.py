@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
-from qftml.analysis import correlators, summarize  # noqa: E402
+from qftml.stats.analysis import correlators, summarize  # noqa: E402
 
 
 def _title(ens, what):
@@ -112,7 +112,7 @@ def plot_correlator(ens, path, therm=0, bin=1):
 
 
 def plot_configuration(ens, path, index=-1):
-    from qftml.ensemble_io import read_configs
+    from qftml.io.ensembles import read_configs
 
     n = ens.n_records
     i = index % n

@@ -11,11 +11,8 @@ Exports:
     gaussian_kernel(shape, w, a, extra_offsets=(), g=0.0)  K(k) on the momentum grid
     gaussian_propagator(shape, w, a, extra_offsets=(), g=0.0)  G(x) = <phi_0 phi_x>, array of `shape`
     gaussian_log_z(shape, w, a, extra_offsets=(), g=0.0, r=0.0)  ln Z (complex if a is complex)
-    ising_enumeration(shape, beta, h=0.0)         exact <E>, <M^2>, <|M|>, ... of a small Ising lattice
 """
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 
@@ -47,25 +44,3 @@ def gaussian_log_z(shape, w, a, extra_offsets=(), g=0.0, r=0.0):
     K = gaussian_kernel(shape, w, a, extra_offsets, g)
     V = int(np.prod(shape))
     return 0.5 * V * np.log(2 * np.pi) - 0.5 * np.sum(np.log(K)) + 0.5 * r * r * V / K.flat[0]
-
-
-def ising_enumeration(shape, beta, h=0.0):
-    """Exact averages of the Ising model S = -beta sum_<xy> s_x s_y - h sum_x s_x by enumeration.
-
-    Returns a dict with E (= <sum_links s s>, nearest-neighbour links counted once), M2 = <M^2>,
-    absM = <|M|>, M4 = <M^4>, logZ. Feasible up to 16-20 sites.
-    """
-    V = int(np.prod(shape))
-    if V > 24:
-        raise ValueError(f"enumeration of 2^{V} states is too large")
-    states = np.array(list(itertools.product([-1.0, 1.0], repeat=V))).reshape((-1,) + tuple(shape))
-    links = sum((states * np.roll(states, -1, axis=1 + mu)).reshape(len(states), -1).sum(1)
-                for mu in range(len(shape)))
-    M = states.reshape(len(states), -1).sum(1)
-    logw = beta * links + h * M
-    shift = logw.max()
-    wgt = np.exp(logw - shift)
-    Z = wgt.sum()
-    avg = lambda x: float((wgt * x).sum() / Z)  # noqa: E731
-    return {"E": avg(links), "M2": avg(M ** 2), "absM": avg(np.abs(M)), "M4": avg(M ** 4),
-            "logZ": float(np.log(Z) + shift)}

@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-from qftml.ensemble_io import BlockFile, EnsembleFileError, _decode, _h5open, choose_write_path, fsync_path
+from qftml.io.ensembles import BlockFile, EnsembleFileError, _decode, _h5open, choose_write_path, fsync_path
 
 CHECKPOINT_FORMAT = "qftml-checkpoint"
 

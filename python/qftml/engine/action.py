@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from qftml import _core
-from qftml.lattice import Field, Lattice
+from qftml.engine.lattice import Field, Lattice
 
 FAMILIES = ("w", "g", "a", "b", "r")
 NNN_2D = ((1, 1), (1, -1))

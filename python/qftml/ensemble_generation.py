@@ -29,11 +29,11 @@ import traceback
 import numpy as np
 
 import qftml
-from qftml.checkpoint import (checkpoint_path, physics_differences, physics_hash, read_checkpoint,
+from qftml.io.checkpoints import (checkpoint_path, physics_differences, physics_hash, read_checkpoint,
                               read_checkpoint_state, write_checkpoint)
 from qftml.collective import on_root
 from qftml.config import ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, load_config
-from qftml.ensemble_io import (EnsembleFileError, EnsembleWriter, choose_write_path, observable_layout,
+from qftml.io.ensembles import (EnsembleFileError, EnsembleWriter, choose_write_path, observable_layout,
                                read_attrs, stack_observables)
 
 EXIT_OK, EXIT_CONFIG, EXIT_PREEMPTED = 0, 2, 3
@@ -77,7 +77,7 @@ def build_action(cfg, lattice):
     """The action of [action]: homogeneous couplings, or the file named by `couplings`."""
     a = cfg["action"]
     if a["couplings"]:
-        from qftml.couplings_io import action_from_couplings
+        from qftml.io.couplings import action_from_couplings
 
         if not os.path.exists(a["couplings"]):
             raise ConfigError(f"action.couplings = {a['couplings']!r}: no such file")
@@ -223,7 +223,7 @@ def run_sample(cfg, resume=False, quiet=False, comm=None) -> int:
     action = build_action(cfg, lattice)
     digest = None
     if cfg["action"]["couplings"]:
-        from qftml.couplings_io import couplings_digest
+        from qftml.io.couplings import couplings_digest
 
         digest = _on_root(comm, lambda: couplings_digest(cfg["action"]["couplings"]))
     physics = physics_description(cfg, digest)
@@ -296,7 +296,7 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
             "physics_hash": physics_hash(physics), "package_version": qftml.__version__,
             "start_time": start_time, "end_time": "",
         }
-        from qftml.couplings_io import couplings_attrs
+        from qftml.io.couplings import couplings_attrs
 
         writer = EnsembleWriter.create(out_path, lattice, attrs, layout, action.couplings(), store_configs=store,
                                        batch=batch, write_path=write_path, couplings_attrs=couplings_attrs(action))

@@ -46,7 +46,7 @@ import h5py
 import numpy as np
 from mpi4py import MPI
 
-from qftml.rg import IRG_NOISE_PURPOSE, block_ensemble, check_blockable, global_index
+from qftml.rg.blocking import IRG_NOISE_PURPOSE, block_ensemble, check_blockable, global_index
 
 _NOISE_TAG = 7310
 
@@ -73,7 +73,7 @@ def hash_noise(seed: int, index: np.ndarray, config: int, level: int) -> np.ndar
 # ---------------------------------------------------------------- distributed geometry
 def fine_lattice(lattice, b: int):
     """The lattice of the upscaled ensemble: extents times b, the same process grid and communicator."""
-    from qftml.lattice import Lattice
+    from qftml.engine.lattice import Lattice
 
     return Lattice(tuple(int(L) * b for L in lattice.shape), comm=lattice.comm, grid=lattice.grid)
 
@@ -321,7 +321,7 @@ class InverseRG:
         check_blockable(lattice.shape, lattice.grid, self.b)
         target = np.asarray(local_configs, dtype=np.float64)
         coarse = block_ensemble(lattice, target, self.b, field, self.scale, seed)
-        from qftml.rg import block_lattice
+        from qftml.rg.blocking import block_lattice
 
         P = halo_pad(block_lattice(lattice, self.b), coarse, self.ghost_width)
         comm = lattice.comm

@@ -12,9 +12,9 @@ sweep, hit), so a chain is the same bit for bit on any number of ranks and any p
 from __future__ import annotations
 
 from qftml import _core
-from qftml.action import Action
-from qftml.lattice import Field
-from qftml.observables import measure
+from qftml.engine.action import Action
+from qftml.engine.lattice import Field
+from qftml.engine.observables import measure
 
 
 class Sampler:
@@ -50,7 +50,7 @@ class Sampler:
         self._core.reset_counters()
 
     def measure(self) -> dict:
-        """Observables of the current configuration (collective); see qftml.observables.measure."""
+        """Observables of the current configuration (collective); see qftml.engine.observables.measure."""
         return measure(self.field, self.action)
 
     seed = property(lambda self: self._core.seed)

@@ -24,7 +24,7 @@ import json
 
 import numpy as np
 
-from qftml.ensemble_io import BlockFile, EnsembleFileError, _h5open, choose_write_path
+from qftml.io.ensembles import BlockFile, EnsembleFileError, _h5open, choose_write_path
 
 FAMILIES = ("w", "g", "a", "b", "r")
 
@@ -81,7 +81,7 @@ def read_couplings(path, lattice):
 
 def action_from_couplings(path, lattice, field=None):
     """The Action of a couplings file on `lattice`; `field` overrides the file's field type."""
-    from qftml.action import Action
+    from qftml.engine.action import Action
 
     local, attrs = read_couplings(path, lattice)
     return Action(lattice, local["w"], local["a"], local["b"], local["r"], g=local["g"],

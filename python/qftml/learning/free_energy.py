@@ -29,8 +29,8 @@ import numpy as np
 from mpi4py import MPI
 
 from qftml import exact
-from qftml.action import Action
-from qftml.sampler import Sampler
+from qftml.engine.action import Action
+from qftml.engine.sampler import Sampler
 
 FAMILIES = ("w", "g", "a", "b", "r")
 
@@ -81,7 +81,7 @@ def free_energy_ti(lattice, couplings: dict, extra_offsets=(), field: str = "rea
                    seed: int = 0, algorithm: str = "metropolis", hits: int = 1, comms=None) -> FreeEnergyResult:
     """F_S of the action with local `couplings` (dict of local blocks or scalars) by thermodynamic integration.
 
-    comms: qftml.learning.Communicators (replicas share the nodes; collective over comms.world),
+    comms: qftml.learning.gradient.Communicators (replicas share the nodes; collective over comms.world),
     or None for a single chain per node on lattice.comm.
     """
     if field != "real":

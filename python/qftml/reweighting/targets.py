@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from mpi4py import MPI
 
-from qftml.action import NNN_2D, Action, homogeneous_couplings
-from qftml.lattice import Field, Lattice
-from qftml.reweighting import ReweightError, primary_observables
+from qftml.engine.action import NNN_2D, Action, homogeneous_couplings
+from qftml.engine.lattice import Field, Lattice
+from qftml.reweighting.estimator import ReweightError, primary_observables
 
 FAMILIES = ("w", "g", "a", "b", "r")
 
@@ -101,7 +101,7 @@ class Ensemble:
     def local_couplings(self, lattice) -> dict:
         """This rank's block of S's couplings: {family: scalar or array (w: (..., d), g: (..., n_extra))}."""
         if self.couplings_path is not None:
-            from qftml.couplings_io import read_couplings
+            from qftml.io.couplings import read_couplings
             local, _ = read_couplings(self.couplings_path, lattice)
             return local
         out = {}
@@ -166,10 +166,10 @@ class _Skip:
 
 
 def open_ensemble(path) -> Ensemble:
-    """An ensemble file (DESIGN 3, qftml.ensemble_io): observables read, configurations lazy,
+    """An ensemble file (DESIGN 3, qftml.io.ensembles): observables read, configurations lazy,
     couplings read later by hyperslabs. The file stays open while the Ensemble lives."""
-    from qftml.couplings_io import _group_attrs
-    from qftml.ensemble_io import FORMAT, EnsembleFileError, _h5open, read_observables
+    from qftml.io.couplings import _group_attrs
+    from qftml.io.ensembles import FORMAT, EnsembleFileError, _h5open, read_observables
 
     if not os.path.exists(path):
         raise ReweightError(f"ensemble file {path} not found")
@@ -533,7 +533,7 @@ def _statistics_from_configs(ensembles, lattice, keys, s_local, needed_obs=(), p
     end, so no collective call per configuration. S(phi) = sum_theta theta . dS/dtheta (S is linear
     in its couplings), likewise A(phi).
     """
-    from qftml.couplings_io import read_couplings
+    from qftml.io.couplings import read_couplings
 
     comm = lattice.comm
     ens0 = ensembles[0]
@@ -623,7 +623,7 @@ def _statistics_from_configs(ensembles, lattice, keys, s_local, needed_obs=(), p
 
 def _action_from_file(path, lattice, field_type):
     """The inhomogeneous action of /couplings in `path`; only this rank's blocks are read."""
-    from qftml.couplings_io import action_from_couplings
+    from qftml.io.couplings import action_from_couplings
 
     if not os.path.exists(path):
         raise ReweightError(f"target couplings file {path} not found")

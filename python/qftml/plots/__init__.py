@@ -1,0 +1,1 @@
+"""PNG plots (matplotlib, Agg): ensemble (history, histogram, correlator, configuration)."""
