@@ -1,7 +1,8 @@
 // module.cpp -- qftml._core: the only C++ that knows Python.
 //
-// Exports the classes Lattice, Field, Action, Sampler, the function measure, and helpers for
-// tests (philox4x32_10, quartic_chain). Communicators arrive as mpi4py objects and are unwrapped
+// Exports the classes Lattice, Field, Action, Sampler, the function measure, the engine's Philox
+// over arrays for the driver (philox_words, philox_uniform), and helpers for tests
+// (philox4x32_10, quartic_chain). Communicators arrive as mpi4py objects and are unwrapped
 // with mpi4py's C API (PyMPIComm_Get). Local fields cross as numpy arrays in natural order;
 // parity_view gives zero-copy views of the checkerboard storage. Sweeps release the GIL.
 #include <mpi.h>
@@ -234,6 +235,49 @@ PYBIND11_MODULE(_core, m) {
     philox4x32_10(c[0], c[1], c[2], c[3], k[0], k[1]);
     return c;
   });
+  // Counter (index lo, index hi, c2, c3), key rng_key(seed, purpose): the streams of qftml.engine.rng.
+  m.def(
+      "philox_words",
+      [](uint64_t seed, uint32_t purpose, py::array_t<uint64_t, py::array::c_style | py::array::forcecast> index,
+         uint32_t c2, uint32_t c3) {
+        const PhiloxKey key = rng_key(seed, purpose);
+        const py::ssize_t n = index.size();
+        py::array_t<uint32_t> out({n, static_cast<py::ssize_t>(4)});
+        const uint64_t* idx = index.data();
+        uint32_t* w = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          for (py::ssize_t i = 0; i < n; ++i) {
+            uint32_t c0 = static_cast<uint32_t>(idx[i]), c1 = static_cast<uint32_t>(idx[i] >> 32), d2 = c2, d3 = c3;
+            philox4x32_10(c0, c1, d2, d3, key.k0, key.k1);
+            w[4 * i] = c0, w[4 * i + 1] = c1, w[4 * i + 2] = d2, w[4 * i + 3] = d3;
+          }
+        }
+        return out;
+      },
+      py::arg("seed"), py::arg("purpose"), py::arg("index"), py::arg("c2") = 0, py::arg("c3") = 0,
+      "Philox-4x32-10 words (n, 4) for counters (index, c2, c3) under key (seed, purpose)");
+  m.def(
+      "philox_uniform",
+      [](uint64_t seed, uint32_t purpose, py::array_t<uint64_t, py::array::c_style | py::array::forcecast> index,
+         uint32_t c2, uint32_t c3) {
+        const PhiloxKey key = rng_key(seed, purpose);
+        const py::ssize_t n = index.size();
+        py::array_t<double> out(n);
+        const uint64_t* idx = index.data();
+        double* u = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          for (py::ssize_t i = 0; i < n; ++i) {
+            uint32_t c0 = static_cast<uint32_t>(idx[i]), c1 = static_cast<uint32_t>(idx[i] >> 32), d2 = c2, d3 = c3;
+            philox4x32_10(c0, c1, d2, d3, key.k0, key.k1);
+            u[i] = uniform52(c0, c1);
+          }
+        }
+        return out;
+      },
+      py::arg("seed"), py::arg("purpose"), py::arg("index"), py::arg("c2") = 0, py::arg("c3") = 0,
+      "uniform52 of words 0, 1 of the Philox block of each counter (index, c2, c3): doubles in [0, 1)");
   m.def(
       "quartic_chain",
       [](double alpha, double beta, double j, int64_t n, uint64_t seed) {
