@@ -73,7 +73,8 @@ def write_file(path, L, n, seed=0, configs=True):
 def inner(args):
     from mpi4py import MPI
 
-    from qftml.reweighting.targets import TargetSpec, compute_inputs, open_ensemble, scan_targets
+    from qftml.io.ensembles import open_ensemble
+    from qftml.reweighting.targets import TargetSpec, compute_inputs, scan_targets
     from qftml.reweighting.estimator import reweight, reweight_scan
 
     comm = MPI.COMM_WORLD
@@ -101,7 +102,7 @@ def inner(args):
             t = time.perf_counter()
             reweight(inp.deltas[0], scalars, volume=inp.volume, shape=inp.shape, derived=("chi", "binder", "xi2"))
             t_err = time.perf_counter() - t
-        n_s = stats.n_cfg
+        n_s = stats.n_records
         out[L] = {"n_cfg": n, "n_stats": n_s, "stats_cfg_per_s": n_s * len(targets) / t_stats,
                   "configs_cfg_per_s": n / t_cfg, "errors_cfg_per_s": n_s / t_err if comm.rank == 0 else None,
                   "ranks": comm.size,

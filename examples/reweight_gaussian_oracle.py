@@ -17,7 +17,8 @@ import numpy as np
 
 import qftml
 from qftml import exact
-from qftml.reweighting.targets import Ensemble, TargetSpec, compute_inputs, scan_targets
+from qftml.io.ensembles import Ensemble
+from qftml.reweighting.targets import TargetSpec, compute_inputs, scan_targets
 from qftml.reweighting.estimator import reweight_scan
 
 W, A = 0.25, 1.0

@@ -13,9 +13,9 @@ import pytest
 from mpi4py import MPI
 
 import qftml
-from qftml.stats.analysis import (analyze, cut_and_bin, ensemble_from_records, format_report, gamma, load_ensemble,
-                            summarize, two_point_samples)
-from qftml.io.ensembles import EnsembleWriter, observable_layout, stack_observables
+from qftml.io.ensembles import Ensemble, EnsembleWriter, observable_layout, open_ensemble, stack_observables
+from qftml.stats.analysis import analyze, cut_and_bin, format_report, two_point_samples
+from qftml.stats.errors import gamma, summarize
 from qftml.exact import gaussian_propagator
 from qftml.exact.ising import BETA_C, kaufman_torus, onsager_energy_per_link
 
@@ -106,7 +106,7 @@ def test_gaussian_ensemble_matches_exact(tmp_path, comm):
     write_ensemble(path, s, n_records=4000)
     if comm.rank != 0:
         return
-    ens = load_ensemble(path)
+    ens = open_ensemble(path)
     assert ens.shape == shape and ens.n_records == 4000 and ens.has_configs
     res = analyze(ens)
     G = gaussian_propagator(shape, kappa, a)
@@ -150,7 +150,7 @@ def test_binning_keeps_mean_and_error():
     for _ in range(4000):
         s.sweep(1)
         recs.append(s.measure())
-    ens = ensemble_from_records(recs, shape)
+    ens = Ensemble.from_records(recs, shape)
     r1, r10 = analyze(ens, therm=0, bin=1), analyze(ens, therm=0, bin=10)
     assert r10["n_used"] == 400
     for name in ("m2", "sum_phi2"):
@@ -177,7 +177,8 @@ def test_ising_64_at_beta_c_energy_matches_kaufman(tmp_path):
     path = str(tmp_path / "ising.h5")
     # 64000 sweeps, one record every 4: ~16 s on one core
     write_ensemble(path, s, n_records=16000, every=4, store_configs=False)
-    res = analyze(load_ensemble(path))
+    with open_ensemble(path) as ens:
+        res = analyze(ens)
     e = res["derived"]["energy_per_link"]
     exact = kaufman_torus(shape, BETA_C)["e_link"]
     assert abs(e["mean"] - exact) <= NSIGMA * e["error"], (e, exact)
@@ -216,7 +217,8 @@ def test_analyze_command_json(small_file, capsys):
         assert name in out["derived"]
     assert len(out["correlator"]["mean"]) == 8
     # the JSON numbers are the analysis numbers
-    direct = analyze(load_ensemble(small_file), therm=100, bin=2)
+    with open_ensemble(small_file) as ens:
+        direct = analyze(ens, therm=100, bin=2)
     assert out["derived"]["chi"]["mean"] == pytest.approx(direct["derived"]["chi"]["mean"], rel=1e-12)
 
 

@@ -5,7 +5,7 @@ import pytest
 from mpi4py import MPI
 
 import qftml
-from qftml.stats.analysis import load_ensemble
+from qftml.io.ensembles import open_ensemble
 from qftml.plots.ensemble import plot_all
 
 from test_analysis import write_ensemble  # noqa: E402  (tests/ is on sys.path under pytest)
@@ -56,7 +56,8 @@ def test_plot_without_configs_and_default_dir(tmp_path):
 
 def test_plot_all_on_3d_lattice(tmp_path):
     path = make_file(str(tmp_path / "d3.h5"), shape=(6, 4, 4))
-    written = plot_all(load_ensemble(path), str(tmp_path / "p3"))
+    with open_ensemble(path) as ens:
+        written = plot_all(ens, str(tmp_path / "p3"))
     assert len(written) == 4
     for p in written:
         assert_png_with_content(p)

@@ -16,7 +16,8 @@ from mpi4py import MPI
 
 import qftml
 from qftml import exact
-from qftml.reweighting.targets import Ensemble, TargetSpec, compute_inputs, open_ensemble, scan_targets
+from qftml.io.ensembles import Ensemble, EnsembleFileError, open_ensemble
+from qftml.reweighting.targets import TargetSpec, compute_inputs, scan_targets
 from qftml.reweighting.estimator import ReweightError, reweight, reweight_scan
 
 SHAPE = (8, 8)
@@ -253,7 +254,7 @@ def test_bad_input_clear_errors():
     ising = Ensemble((4, 4), obs_i, {"w": 0.3}, field="ising")
     with pytest.raises(ReweightError, match="ising"):
         compute_inputs([ising], [TargetSpec(da=0.1)])
-    with pytest.raises(ReweightError, match="number of configurations"):
+    with pytest.raises(EnsembleFileError, match="number of configurations"):
         Ensemble(SHAPE, {"M": np.zeros(3), "m": np.zeros(4)}, {"w": W0})
 
 

@@ -23,7 +23,6 @@ import math
 import os
 import signal
 import sys
-import time
 import traceback
 
 import numpy as np
@@ -32,6 +31,7 @@ import qftml
 from qftml.io.checkpoints import (checkpoint_path, physics_differences, physics_hash, read_checkpoint,
                               read_checkpoint_state, write_checkpoint)
 from qftml.collective import on_root
+from qftml.progress import Progress
 from qftml.config import ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, load_config
 from qftml.io.ensembles import (EnsembleFileError, EnsembleWriter, choose_write_path, observable_layout,
                                read_attrs, stack_observables)
@@ -181,38 +181,6 @@ def _auto_batch(cfg, lattice, n_records):
     return max(1, min(b, max(n_records, 1)))
 
 
-class _Progress:
-    """tqdm bar on rank 0 (sweeps/s, acceptance, ETA) unless quiet; quiet runs log at checkpoints."""
-
-    def __init__(self, comm, total, initial, quiet):
-        self.comm, self.quiet, self.total = comm, quiet, total
-        self.bar = None
-        self.t0, self.s0 = time.time(), initial
-        self.last_log = -1e9
-        if comm.rank == 0 and not quiet:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, unit="sweep", file=sys.stderr, dynamic_ncols=True,
-                            desc="sample", mininterval=0.5)
-
-    def update(self, s, **postfix):
-        if self.bar is not None:
-            self.bar.update(s - self.bar.n)
-            self.bar.set_postfix(postfix, refresh=False)
-
-    def log_line(self, s, force=False, **info):
-        # quiet (batch) runs: a line at most every 10 s, so logs stay short on long runs
-        if self.quiet and self.comm.rank == 0 and (force or time.time() - self.last_log >= 10.0):
-            self.last_log = time.time()
-            rate = (s - self.s0) / max(time.time() - self.t0, 1e-9)
-            extra = ", ".join(f"{k} {v}" for k, v in info.items())
-            log(self.comm, f"sweep {s}/{self.total}, {rate:.1f} sweeps/s" + (f", {extra}" if extra else ""))
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
 def run_sample(cfg, resume=False, quiet=False, comm=None) -> int:
     """The whole `qftml sample` run (collective). Returns EXIT_OK or EXIT_PREEMPTED; configuration
     problems raise ConfigError/EnsembleFileError before anything is written."""
@@ -345,7 +313,7 @@ def _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, writ
     # and a signal is answered within a fraction of a second on any lattice.
     therm_chunk = max(1, min(_THERM_CHUNK_MAX, (1 << 20) // max(lattice.local_volume, 1)))
     check_records = max(1, min(batch, math.ceil((1 << 20) / (lattice.local_volume * every))))
-    progress = _Progress(comm, total, s, quiet)
+    progress = Progress(total, "sample", unit="sweep", comm=comm, quiet=quiet, initial=s)
     last_ckpt = s
 
     def checkpoint():
@@ -357,8 +325,8 @@ def _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, writ
             "process_grid": list(lattice.grid), "time": stamp(comm), "package_version": qftml.__version__,
         }, write_path)
         last_ckpt = sampler.sweep_index
-        progress.log_line(sampler.sweep_index, records=f"{writer.n_records}/{N}",
-                          acceptance=f"{acc_sum / acc_sweeps:.3f}" if acc_sweeps else "-")
+        progress.update(sampler.sweep_index, records=f"{writer.n_records}/{N}",
+                        acceptance=f"{acc_sum / acc_sweeps:.3f}" if acc_sweeps else "-")
 
     try:
         if not resume:
@@ -404,8 +372,7 @@ def _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, writ
                 sampler.reset_counters()
                 acc_sum += acc * k * every
                 acc_sweeps += k * every
-                progress.update(s, acc=f"{acc:.3f}", records=f"{n_rec}/{N}")
-                progress.log_line(s, records=f"{n_rec}/{N}", acceptance=f"{acc:.3f}")
+                progress.update(s, phase="production", records=f"{n_rec}/{N}", acceptance=f"{acc:.3f}")
             if ckpt_due or n_rec == N or stopping:
                 checkpoint()
             if stopping:

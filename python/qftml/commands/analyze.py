@@ -32,12 +32,13 @@ def run(args) -> int:
 
     if MPI.COMM_WORLD.rank != 0:
         return 0
-    from qftml.stats.analysis import analyze, format_report, load_ensemble
+    from qftml.io.ensembles import open_ensemble
+    from qftml.stats.analysis import analyze, format_report
 
     if args.therm < 0 or args.bin < 1:
         raise ValueError(f"need --therm >= 0 and --bin >= 1, got {args.therm} and {args.bin}")
-    ens = load_ensemble(args.file)
-    result = analyze(ens, therm=args.therm, bin=args.bin, use_configs=not args.no_configs)
+    with open_ensemble(args.file) as ens:
+        result = analyze(ens, therm=args.therm, bin=args.bin, use_configs=not args.no_configs)
     if args.json:
         print(json.dumps(json_safe(result), indent=1), flush=True)
     else:

@@ -52,7 +52,7 @@ def run(args) -> int:
     chain.thermalize(min(s["thermalize"], 50))
     rates, shares = [], []
     for _ in range(cfg["bench"]["repeats"]):
-        chain._core.reset_timers()
+        chain.reset_timers()
         comm.Barrier()
         t0 = time.perf_counter()
         chain.sweep(cfg["bench"]["sweeps"])

@@ -132,11 +132,10 @@ def _read_direct(path, grid, comm):
     attrs = read_attrs(path)
     shape = tuple(attrs["lattice"]["shape"])
     lat = qftml.Lattice(shape, comm=comm, grid=grid or None)
-    with open_ensemble(path) as f:
-        n = int(f.attrs["n_records"])
-        if "configs" not in f:
+    with open_ensemble(path) as ens:
+        if not ens.has_configs:
             raise ValueError(f"{path}: has no /configs; the inverse RG needs configurations")
-        local = np.asarray(f["configs"][(slice(0, n),) + lat.local_slices])
+        local = np.asarray(ens.configs[(slice(0, ens.n_records),) + lat.local_slices])
     return lat, local, read_observables(path), attrs
 
 

@@ -26,14 +26,14 @@ def run(args) -> int:
 
     if MPI.COMM_WORLD.rank != 0:
         return 0
-    from qftml.stats.analysis import load_ensemble
+    from qftml.io.ensembles import open_ensemble
     from qftml.plots.ensemble import plot_all
 
     if args.therm < 0 or args.bin < 1:
         raise ValueError(f"need --therm >= 0 and --bin >= 1, got {args.therm} and {args.bin}")
     out = args.out or os.path.splitext(args.file)[0] + "_plots"
-    ens = load_ensemble(args.file)
-    written = plot_all(ens, out, therm=args.therm, bin=args.bin)
+    with open_ensemble(args.file) as ens:
+        written = plot_all(ens, out, therm=args.therm, bin=args.bin)
     if not args.quiet:
         for path in written:
             print(path, flush=True)

@@ -73,6 +73,9 @@ class Sampler:
     def sweep_index(self, value: int) -> None:
         self._core.sweep_index = int(value)
 
+    def reset_timers(self) -> None:
+        self._core.reset_timers()
+
     def timers(self) -> dict:
         """Seconds in site updates, blocked on the halo exchange, and packing/unpacking it."""
         return {"update": self._core.update_seconds, "halo_wait": self._core.halo_wait_seconds,

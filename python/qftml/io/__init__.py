@@ -1,2 +1,2 @@
-"""Files: ensembles (HDF5 schema, hyperslab writing, readers), couplings (/couplings/<family>),
-checkpoints (chains and trainers, atomic), json_output (strict JSON)."""
+"""Files: ensembles (HDF5 schema, hyperslab writing, the Ensemble container), couplings
+(/couplings/<family>), checkpoints (chains and trainers, atomic), json_output (strict JSON, output stems)."""

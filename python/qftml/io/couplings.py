@@ -1,7 +1,6 @@
 """Couplings files: /couplings/<w|g|a|b|r> (DESIGN 3), read and written by hyperslabs.
 
-Exports:
-    FAMILIES                                   ("w", "g", "a", "b", "r")
+Exports (the coupling families are qftml.engine.action.FAMILIES):
     couplings_attrs(action) -> dict            attributes of the /couplings group (field, extra_offsets)
     read_couplings(path, lattice) -> (local, attrs)   this rank's block of every family + group attributes
     action_from_couplings(path, lattice, field=None) -> Action   the inhomogeneous action of a file
@@ -24,9 +23,8 @@ import json
 
 import numpy as np
 
+from qftml.engine.action import FAMILIES
 from qftml.io.ensembles import BlockFile, EnsembleFileError, _h5open, choose_write_path
-
-FAMILIES = ("w", "g", "a", "b", "r")
 
 
 def couplings_attrs(action) -> dict:

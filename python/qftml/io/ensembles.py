@@ -3,6 +3,9 @@
 Exports:
     FORMAT, FORMAT_VERSION           the value of the root attributes `format`, `format_version`
     EnsembleFileError                 a missing, truncated or corrupt file (message for the user)
+    Ensemble                          THE ensemble container (files and memory): observables, attrs,
+                                      shape, couplings by hyperslab, lazy configs, skip(therm)
+    open_ensemble(path) -> Ensemble   an ensemble file, read lazily (also a context manager)
     choose_write_path(comm)           "mpio" if h5py has MPI, else "rank0-blocks"
     BlockFile(path, mode, lattice, write_path)   an HDF5 file that every rank of the lattice writes:
                                       .create(name, shape, chunks, maxshape)  .write_blocks(name, lead, local)
@@ -12,10 +15,9 @@ Exports:
         .set_attrs(**attrs)  .close()
     observable_layout(lattice, action) -> {name: trailing shape}   every per-configuration observable
     stack_observables(list_of_measure_dicts, layout) -> {name: array}
-    read_observables(path) -> dict    /observables/<name>[:n_records] (plain h5py underneath)
+    read_observables(path) -> dict    open_ensemble(path).observables: /observables/<name>[:n_records]
     read_configs(path, start=0, stop=None) -> array   /configs[start:stop] (small volumes only)
     read_attrs(path) -> dict          root attributes, JSON strings decoded
-    open_ensemble(path)               h5py.File opened read-only with clean errors
     SCALAR_OBSERVABLES                the scalar names of qftml.measure stored per record
     fsync_path(path)                  fsync a file or directory by name
 
@@ -30,7 +32,7 @@ Schema (documented in docs/ensembles.md):
 
 Crash safety: datasets are chunked and resizable; a batch is written and flushed before the
 attribute n_records is raised and flushed again, so after SIGKILL every record below n_records is
-on disk. Readers must use rows [:n_records] (read_observables / read_configs do).
+on disk. Readers must use rows [:n_records] (Ensemble and the read_* helpers do).
 
 Scalable writing: no rank holds the global lattice. With "mpio" every rank writes its hyperslab
 collectively; with "rank0-blocks" (h5py without MPI, e.g. the pip wheel) rank 0 owns the open
@@ -71,8 +73,8 @@ def _h5open(path, mode, **kw):
 
 
 @contextlib.contextmanager
-def open_ensemble(path):
-    """The ensemble file opened read-only; any HDF5 failure inside becomes EnsembleFileError."""
+def _open_file(path):
+    """The ensemble file as an h5py.File, read-only; any HDF5 failure inside becomes EnsembleFileError."""
     f = _h5open(path, "r")
     try:
         if f.attrs.get("format") != FORMAT:
@@ -106,25 +108,247 @@ def _encode(v):
 
 def read_attrs(path) -> dict:
     """Root attributes of an ensemble file, JSON strings decoded into dicts/lists."""
-    with open_ensemble(path) as f:
+    with _open_file(path) as f:
         return {k: _decode(v) for k, v in f.attrs.items()}
 
 
 def read_observables(path) -> dict:
     """{name: array of the first n_records rows} for every dataset in /observables."""
-    with open_ensemble(path) as f:
-        n = int(f.attrs["n_records"])
-        return {name: ds[:n] for name, ds in f["observables"].items()}
+    with open_ensemble(path) as ens:
+        return dict(ens.observables)
 
 
 def read_configs(path, start=0, stop=None) -> np.ndarray:
     """Rows [start:stop] of /configs, clipped to n_records. Loads global configurations: small volumes."""
-    with open_ensemble(path) as f:
-        if "configs" not in f:
+    with open_ensemble(path) as ens:
+        if not ens.has_configs:
             raise EnsembleFileError(f"{path}: configurations were not stored (output.configs = false)")
-        n = int(f.attrs["n_records"])
-        stop = n if stop is None else min(stop, n)
-        return f["configs"][start:stop]
+        return ens.configs[start:stop]
+
+
+class _Rows:
+    """Rows [start:stop] of an HDF5 dataset (/configs) indexed like an array, read only on access:
+    v[i], v[a:b] and either with trailing slices, e.g. v[(i,) + lattice.local_slices] (a hyperslab)."""
+
+    def __init__(self, ds, start, stop, path):
+        self.ds, self.start, self.path = ds, int(start), path
+        self.shape = (max(int(stop) - self.start, 0),) + tuple(ds.shape[1:])
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, idx):
+        i, rest = (idx[0], tuple(idx[1:])) if isinstance(idx, tuple) else (idx, ())
+        n = self.shape[0]
+        if isinstance(i, slice):
+            a, b, step = i.indices(n)
+            if step != 1:
+                raise IndexError("configurations: only contiguous row ranges")
+            lead = slice(self.start + a, self.start + max(a, b))
+        else:
+            i = int(i) + (n if int(i) < 0 else 0)
+            if not 0 <= i < n:
+                raise IndexError(f"configuration {idx} out of range (0..{n - 1})")
+            lead = self.start + i
+        try:
+            return self.ds[(lead,) + rest]
+        except (OSError, KeyError, RuntimeError) as e:
+            raise EnsembleFileError(f"{self.path}: damaged /configs (truncated or corrupt?): {e}") from None
+
+
+def _shape_from_attrs(attrs):
+    lat = attrs.get("lattice")
+    if isinstance(lat, dict) and "shape" in lat:
+        return tuple(int(x) for x in lat["shape"])
+    for key in ("shape", "lattice_shape"):
+        if key in attrs:
+            return tuple(int(x) for x in np.atleast_1d(attrs[key]))
+    return None
+
+
+class Ensemble:
+    """One Markov-chain ensemble of one action S, from a file (open_ensemble) or in memory.
+
+    shape, ndim, volume          the lattice
+    observables                  {name: (n,) or (n, k)} as stored: M, m, ..., link_sum_<l>, slice_sums,
+                                 sweep (read on first use from a file, rows [:n_records])
+    n_records                    number of records (configurations)
+    attrs                        root attributes, decoded (empty in memory unless given)
+    configs                      None, or anything indexable as configs[i, slices...] / configs[a:b]
+                                 (a file's /configs is read lazily, one hyperslab at a time)
+    couplings / couplings_path   S's couplings: {family: scalar or global array} in memory, or the
+                                 file whose /couplings is read by hyperslabs (local_couplings)
+    field, extra_offsets, offsets   S's field type and link offsets (unit vectors, then extras)
+    name, path, label            for messages; skip(n) drops the first n records (thermalisation)
+    In memory, an observable `link_sums` (n, n_links) is split into link_sum_<l> columns.
+    A file-backed Ensemble keeps the file open until close() (or the end of a `with` block).
+    """
+
+    def __init__(self, shape, observables=None, couplings=None, *, attrs=None, extra_offsets=(), field="real",
+                 configs=None, name="ensemble", path=None, couplings_path=None, n_records=None, _file=None):
+        self.shape = tuple(int(s) for s in shape)
+        self.attrs = dict(attrs or {})
+        self.couplings = None if couplings is None else dict(couplings)
+        self.couplings_path = couplings_path
+        self.extra_offsets = [tuple(int(c) for c in e) for e in extra_offsets]
+        self.field = field
+        self.name, self.path = name, path
+        self._file = _file
+        if observables is None and _file is None:
+            observables = {}
+        self._observables = None if observables is None else _split_link_sums(observables)
+        counts = {} if self._observables is None else {k: len(v) for k, v in self._observables.items()}
+        if n_records is not None:
+            counts["n_records"] = int(n_records)
+        if configs is not None:
+            if tuple(configs.shape[1:]) != self.shape:
+                raise EnsembleFileError(f"{self.label}: configurations have shape {tuple(configs.shape[1:])}, "
+                                        f"lattice is {self.shape}")
+            counts["configs"] = configs.shape[0]
+        if len(set(counts.values())) > 1:
+            raise EnsembleFileError(f"{self.label}: datasets disagree on the number of configurations: {counts}")
+        self.n_records = next(iter(counts.values())) if counts else 0
+        self.configs = configs
+
+    @classmethod
+    def from_records(cls, records, shape, attrs=None, **kw) -> "Ensemble":
+        """An in-memory Ensemble from a list of qftml.measure() dicts."""
+        obs = {name: np.array([r[name] for r in records], dtype=float) for name in records[0]}
+        return cls(shape, obs, attrs=attrs, **kw)
+
+    # -- the lattice and the data ------------------------------------------------------------
+    label = property(lambda self: self.path or self.name)
+    ndim = property(lambda self: len(self.shape))
+    volume = property(lambda self: int(np.prod(self.shape)))
+    has_configs = property(lambda self: self.configs is not None)
+    has_couplings = property(lambda self: self.couplings is not None or self.couplings_path is not None)
+
+    @property
+    def observables(self) -> dict:
+        if self._observables is None:
+            self._observables = self._read_observables()
+        return self._observables
+
+    def _read_observables(self):
+        f = self._require_file()
+        n = self.n_records
+        try:
+            if "observables" not in f:
+                return {}
+            obs = {name: ds[:n] for name, ds in f["observables"].items()}
+        except (OSError, KeyError, RuntimeError) as e:
+            raise EnsembleFileError(f"{self.path}: damaged ensemble file (truncated or corrupt?): {e}") from None
+        short = sorted(k for k, v in obs.items() if len(v) < n)
+        if short:
+            raise EnsembleFileError(f"{self.path}: /observables/{short} hold fewer than n_records = {n} rows")
+        return obs
+
+    def _require_file(self):
+        if self._file is None or not self._file.id.valid:
+            raise EnsembleFileError(f"{self.label}: the ensemble file was closed")
+        return self._file
+
+    def iter_configs(self, chunk=64):
+        """Global configurations in chunks of up to `chunk` records (small volumes only)."""
+        for start in range(0, self.n_records, chunk):
+            yield np.asarray(self.configs[start:start + chunk])
+
+    @property
+    def link_sums(self):
+        """(n, n_links) stacked link_sum_<l> columns (in the order of `offsets`), or None."""
+        obs = self.observables
+        cols = sorted(int(k[9:]) for k in obs if k.startswith("link_sum_") and k[9:].isdigit())
+        if not cols:
+            return None
+        if cols != list(range(len(cols))):
+            raise EnsembleFileError(f"{self.label}: link sums stored for links {cols}: expected 0..{len(cols) - 1}")
+        return np.stack([np.asarray(obs[f"link_sum_{c}"], dtype=float) for c in cols], axis=1)
+
+    @property
+    def offsets(self):
+        """Link offsets of S, in the order of link_sum_<l>: unit vectors, then extras."""
+        d = self.ndim
+        return [tuple(int(i == mu) for i in range(d)) for mu in range(d)] + list(self.extra_offsets)
+
+    def stored_link_sum(self, offset):
+        """The stored link sum per record for `offset` (or its negative), or None."""
+        neg = tuple(-c for c in offset)
+        for i, o in enumerate(self.offsets):
+            if o in (tuple(offset), neg):
+                col = self.observables.get(f"link_sum_{i}")
+                return None if col is None else np.asarray(col, dtype=float)
+        return None
+
+    def local_couplings(self, lattice) -> dict:
+        """This rank's block of S's couplings: {family: scalar or array (w: (..., d), g: (..., n_extra))}."""
+        from qftml.engine.action import FAMILIES
+
+        if self.couplings_path is not None:
+            from qftml.io.couplings import read_couplings
+            return read_couplings(self.couplings_path, lattice)[0]
+        out = {}
+        for fam in FAMILIES:
+            v = (self.couplings or {}).get(fam, 0.0)
+            out[fam] = float(v) if np.ndim(v) == 0 else np.asarray(v, dtype=float)[lattice.local_slices]
+        return out
+
+    def skip(self, n: int) -> "Ensemble":
+        """The same ensemble without its first n records (thermalisation cut); shares the open file."""
+        n = int(n)
+        configs = None if self.configs is None else self.configs[n:]
+        return Ensemble(self.shape, {k: v[n:] for k, v in self.observables.items()}, self.couplings,
+                        attrs=self.attrs, extra_offsets=self.extra_offsets, field=self.field, configs=configs,
+                        name=self.name, path=self.path, couplings_path=self.couplings_path, _file=self._file)
+
+    def close(self):
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _split_link_sums(obs):
+    """Arrays; an (n, n_links) `link_sums` becomes link_sum_<l> columns, as in files."""
+    out = {k: np.asarray(v) for k, v in obs.items() if k != "link_sums"}
+    if "link_sums" in obs:
+        ls = np.asarray(obs["link_sums"], dtype=float)
+        for l in range(ls.shape[1]):
+            out.setdefault(f"link_sum_{l}", ls[:, l])
+    return out
+
+
+def open_ensemble(path) -> Ensemble:
+    """An ensemble file as an Ensemble: attributes read, observables on first use, configurations
+    lazily, couplings by hyperslabs. Close it (or use `with open_ensemble(path) as ens:`)."""
+    from qftml.io.couplings import _group_attrs
+
+    path = os.fspath(path)
+    f = _h5open(path, "r")
+    try:
+        if f.attrs.get("format") != FORMAT:
+            raise EnsembleFileError(f"{path}: not a qftml ensemble file (no format={FORMAT!r} attribute)")
+        attrs = {k: _decode(v) for k, v in f.attrs.items()}
+        n = int(attrs.get("n_records", 0))
+        configs = _Rows(f["configs"], 0, n, path) if "configs" in f else None
+        shape = _shape_from_attrs(attrs) or (configs.shape[1:] if configs is not None else None)
+        if shape is None:
+            raise EnsembleFileError(f"{path}: no lattice shape in the attributes and no /configs")
+        coupling = _group_attrs(f["couplings"]) if "couplings" in f else {}
+        field = coupling.get("field") or attrs.get("field") or "real"
+        return Ensemble(shape, None, attrs=attrs, extra_offsets=coupling.get("extra_offsets", ()), field=field,
+                        configs=configs, name=os.path.splitext(os.path.basename(path))[0], path=path,
+                        couplings_path=path if "couplings" in f else None, n_records=n, _file=f)
+    except EnsembleFileError:
+        f.close()
+        raise
+    except (OSError, KeyError, RuntimeError) as e:
+        f.close()
+        raise EnsembleFileError(f"{path}: damaged ensemble file (truncated or corrupt?): {e}") from None
 
 
 def observable_layout(lattice, action) -> dict:
@@ -169,7 +393,7 @@ class BlockFile:
         self.file = None
         self._datasets = {}
         if write_path == "mpio":
-            self.file = _collective(self.comm, lambda: _h5open(path, mode, driver="mpio", comm=self.comm), all_ranks=True)
+            self.file = _collective(self.comm, lambda: _h5open(path, mode, driver="mpio", comm=self.comm))
         elif self.is_root:
             # no HDF5 file lock, so that a running ensemble can be read (rows [:n_records])
             self.file = _collective(self.comm, lambda: _h5open(path, mode, locking=False))
@@ -236,8 +460,8 @@ class BlockFile:
             self.file = None
 
 
-def _collective(comm, action, all_ranks=False):
-    """Run `action` on rank 0 (or every rank) and raise the same EnsembleFileError everywhere if it fails."""
+def _collective(comm, action):
+    """Run `action` on the ranks that pass one (None: nothing to do here) and raise the same EnsembleFileError everywhere if it fails."""
     result, error = None, None
     if action is not None:
         try:

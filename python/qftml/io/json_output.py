@@ -1,9 +1,11 @@
-"""Strict JSON for machine-readable command output.
+"""Command outputs: strict JSON, and the stem that names a command's sibling files.
 
 Exports:
-    json_safe(x)   nested dicts/lists with NaN and infinities as null and numpy scalars as Python
+    json_safe(x)        nested dicts/lists with NaN and infinities as null and numpy scalars as Python
+    output_stem(path)   OUT for OUT.h5 / OUT.hdf5 (else the path itself): OUT.json, OUT_<plot>.png, ...
 """
 import math
+import os
 
 import numpy as np
 
@@ -18,3 +20,8 @@ def json_safe(x):
     if isinstance(x, (list, tuple)):
         return [json_safe(v) for v in x]
     return x
+
+
+def output_stem(path) -> str:
+    root, ext = os.path.splitext(os.fspath(path))
+    return root if ext in (".h5", ".hdf5") else os.fspath(path)

@@ -1,1 +1,15 @@
-"""PNG plots (matplotlib, Agg): ensemble (history, histogram, correlator, configuration)."""
+"""PNG plots (matplotlib, Agg): ensemble (history, histogram, correlator, configuration), reweighting
+(observables, ESS and average phase along a scan, correlators).
+
+Exports:
+    save_figure(fig, path, dpi=110) -> path   tight layout, write the PNG, release the figure
+"""
+
+
+def save_figure(fig, path, dpi=110):
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

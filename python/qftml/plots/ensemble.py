@@ -1,4 +1,4 @@
-"""PNG plots of an ensemble (matplotlib, Agg backend: no display needed).
+"""PNG plots of an ensemble (a qftml.io.ensembles.Ensemble; matplotlib, Agg backend: no display needed).
 
 Exports:
     plot_history(ens, path)              Monte Carlo history of m, |m|, phi^2 per site and the
@@ -21,7 +21,9 @@ import numpy as np  # noqa: E402
 
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
-from qftml.stats.analysis import correlators, summarize  # noqa: E402
+from qftml.plots import save_figure  # noqa: E402
+from qftml.stats.analysis import correlators  # noqa: E402
+from qftml.stats.errors import summarize  # noqa: E402
 
 
 def _title(ens, what):
@@ -59,10 +61,7 @@ def plot_history(ens, path):
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel(xlabel)
     axes[0, 0].set_title(_title(ens, "Monte Carlo history"))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_histogram_m(ens, path, therm=0):
@@ -74,10 +73,7 @@ def plot_histogram_m(ens, path, therm=0):
     ax.set_ylabel("probability density")
     ax.set_title(_title(ens, f"histogram of m ({len(m)} records)"))
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_correlator(ens, path, therm=0, bin=1):
@@ -105,18 +101,13 @@ def plot_correlator(ens, path, therm=0, bin=1):
     ax.set_title(_title(ens, title), fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_configuration(ens, path, index=-1):
-    from qftml.io.ensembles import read_configs
-
     n = ens.n_records
     i = index % n
-    cfg = read_configs(ens.path, i, i + 1)[0]
+    cfg = np.asarray(ens.configs[i])
     while cfg.ndim > 2:
         cfg = cfg[..., 0]
     ising = np.all(np.abs(cfg) == 1.0)
@@ -133,10 +124,7 @@ def plot_configuration(ens, path, index=-1):
     label = f"sweep {int(sweep[i])}" if sweep is not None else f"record {i}"
     extra = " (slice x_2 = ... = 0)" if ens.ndim > 2 else ""
     ax.set_title(_title(ens, f"configuration, {label}{extra}"), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_all(ens, out_dir, therm=0, bin=1):
@@ -147,6 +135,6 @@ def plot_all(ens, out_dir, therm=0, bin=1):
         written.append(plot_histogram_m(ens, os.path.join(out_dir, "histogram_m.png"), therm))
     if "slice_sums" in ens.observables:
         written.append(plot_correlator(ens, os.path.join(out_dir, "correlator.png"), therm, bin))
-    if ens.has_configs and ens.path:
+    if ens.has_configs:
         written.append(plot_configuration(ens, os.path.join(out_dir, "configuration.png")))
     return written

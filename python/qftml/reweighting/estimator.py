@@ -7,7 +7,7 @@ log-sum-exp shift, w_i = exp(-delta_i - max_j Re(-delta_j)), so nothing overflow
 |A - S| ~ V. Complex A gives complex weights and complex averages.
 
 Errors, both over the correlated numerator and denominator:
-  * Gamma method (pyerrors, autocorrelation aware): the ratio R = sum O w / sum w is linearised,
+  * Gamma method (pyerrors through qftml.stats.errors, autocorrelation aware): the ratio R = sum O w / sum w is linearised,
         delta R_i = (O_i - R) w_i / mean(w)                      (mean over configurations)
     and the real and imaginary parts of this projected series are analysed by pyerrors'
     gamma_method (the same first-order propagation pyerrors' derived_observable performs).
@@ -29,18 +29,18 @@ Exports:
     DERIVED                  derived observables: chi, binder, xi2 (second-moment length along 0)
     primary_observables(obs, volume, shape)  per-configuration primaries from stored observables
     reweight(delta, primaries, ...)          one target point
-    reweight_scan(deltas, primaries, ...)    several points (rows of deltas)
+    reweight_scan(deltas, primaries, ..., progress=False, quiet=False)   several points (rows of deltas)
     ReweightError            bad input (empty ensembles, shape mismatches, non-finite A - S)
 """
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from qftml.engine.observables import timeslice_correlator
+from qftml.stats.errors import column_errors, jackknife_bins, jackknife_error, replica_bounds
 
 
 class ReweightError(ValueError):
@@ -162,59 +162,6 @@ DERIVED = {"chi": _chi, "binder": _binder, "xi2": _xi2}
 # the estimator
 # ---------------------------------------------------------------------------------------------
 
-def _replica_bounds(n, replica_lengths):
-    lengths = [n] if replica_lengths is None else [int(x) for x in replica_lengths]
-    if sum(lengths) != n or any(x <= 0 for x in lengths):
-        raise ReweightError(f"replica lengths {lengths} do not add up to {n} configurations (or one is empty)")
-    edges = np.concatenate([[0], np.cumsum(lengths)])
-    return [(int(edges[i]), int(edges[i + 1])) for i in range(len(lengths))]
-
-
-def _gamma_errors(series, bounds, name, S=2.0):
-    """Gamma-method error and tau_int of each column of a real series (n, k) with zero mean."""
-    import pyerrors as pe
-
-    n, k = series.shape
-    err = np.zeros(k)
-    tau = np.full(k, 0.5)
-    if n < 2:
-        return np.full(k, np.nan), tau
-    names = [f"{name}|r{i}" for i in range(len(bounds))]
-    for j in range(k):
-        col = series[:, j]
-        if not np.any(col):
-            continue  # no fluctuation at all (e.g. a constant observable)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            o = pe.Obs([col[a:b] for a, b in bounds], names)
-            o.gamma_method(S=S)
-        err[j] = o.dvalue
-        tau[j] = float(max(o.e_tauint.values())) if o.e_tauint else 0.5
-    return err, tau
-
-
-def _jackknife_bins(bounds, n_bins):
-    """Bin edges (list of (start, stop)) with about n_bins bins in total, none crossing a replica edge."""
-    n = bounds[-1][1]
-    out = []
-    for a, b in bounds:
-        nb = max(1, int(round(n_bins * (b - a) / n)))
-        nb = min(nb, b - a)
-        for chunk in np.array_split(np.arange(a, b), nb):
-            out.append((int(chunk[0]), int(chunk[-1]) + 1))
-    return out
-
-
-def _jk_error(samples):
-    """Jackknife error of samples (nb, ...) complex: err(Re) + 1j err(Im)."""
-    nb = samples.shape[0]
-    if nb < 2:
-        return np.full(samples.shape[1:], np.nan) * (1 + 1j)
-    d = samples - samples.mean(axis=0)
-    f = (nb - 1) / nb
-    return np.sqrt(f * (d.real ** 2).sum(0)) + 1j * np.sqrt(f * (d.imag ** 2).sum(0))
-
-
 def _as_2d(x, n):
     x = np.asarray(x)
     if x.shape[0] != n:
@@ -237,7 +184,11 @@ def reweight(delta, primaries: dict, *, replica_lengths=None, ensemble_name="ens
     n = delta.shape[0]
     if n == 0:
         raise ReweightError("the ensemble is empty: no configurations to reweight")
-    bounds = _replica_bounds(n, replica_lengths)
+    lengths = [n] if replica_lengths is None else [int(x) for x in replica_lengths]
+    try:
+        replica_bounds(n, lengths)
+    except ValueError as e:
+        raise ReweightError(str(e)) from None
     complex_valued = bool(np.iscomplexobj(delta))  # a complex scan reports Re and Im at every point
     logw = -delta
     flags = []
@@ -272,7 +223,7 @@ def reweight(delta, primaries: dict, *, replica_lengths=None, ensemble_name="ens
     do_err = errors and n >= 2
     if do_err:
         proj = (X - R) * (w / wbar)[:, None]
-        bins = _jackknife_bins(bounds, n_bins)
+        bins = jackknife_bins(lengths, n_bins)
         wb = np.array([w[a:b].sum() for a, b in bins])
         Xwb = np.array([(X[a:b] * w[a:b, None]).sum(0) for a, b in bins])
         wjk = w.sum() - wb
@@ -284,13 +235,13 @@ def reweight(delta, primaries: dict, *, replica_lengths=None, ensemble_name="ens
             nan = np.full(np.shape(val), np.nan)
             return Estimate(np.asarray(val).reshape(sh), (nan + 1j * nan).reshape(sh),
                             (nan + 1j * nan).reshape(sh), nan.reshape(sh))
-        ere, tre = _gamma_errors(np.real(ser), bounds, ensemble_name, gamma_S)
+        ere, tre = column_errors(np.real(ser), lengths, ensemble_name, gamma_S)
         if complex_valued:
-            eim, tim = _gamma_errors(np.imag(ser), bounds, ensemble_name, gamma_S)
+            eim, tim = column_errors(np.imag(ser), lengths, ensemble_name, gamma_S)
         else:
             eim, tim = np.zeros_like(ere), np.zeros_like(tre)
         err = ere + 1j * eim
-        ejk = _jk_error(jks)
+        ejk = jackknife_error(jks)
         if not complex_valued:
             ejk = ejk.real + 0j
         return Estimate(np.asarray(val).reshape(sh), err.reshape(sh), ejk.reshape(sh),
@@ -322,15 +273,15 @@ def reweight(delta, primaries: dict, *, replica_lengths=None, ensemble_name="ens
     if do_err:
         pser = ((w - phase * absw) / absbar)[:, None]
         lser = ((w - wbar) / wbar)[:, None]
-        pe_re, _ = _gamma_errors(np.real(pser), bounds, ensemble_name, gamma_S)
-        pe_im, _ = _gamma_errors(np.imag(pser), bounds, ensemble_name, gamma_S)
+        pe_re, _ = column_errors(np.real(pser), lengths, ensemble_name, gamma_S)
+        pe_im, _ = column_errors(np.imag(pser), lengths, ensemble_name, gamma_S)
         perr = complex(pe_re[0], pe_im[0])
-        le_re, _ = _gamma_errors(np.real(lser), bounds, ensemble_name, gamma_S)
-        le_im, _ = _gamma_errors(np.imag(lser), bounds, ensemble_name, gamma_S)
+        le_re, _ = column_errors(np.real(lser), lengths, ensemble_name, gamma_S)
+        le_im, _ = column_errors(np.imag(lser), lengths, ensemble_name, gamma_S)
         lerr = complex(le_re[0], le_im[0])
         absp = abs(phase)
         aser = (np.real(np.conj(phase) * pser) / absp) if absp > 0 else np.real(pser)
-        aperr = float(_gamma_errors(aser, bounds, ensemble_name, gamma_S)[0][0])
+        aperr = float(column_errors(aser, lengths, ensemble_name, gamma_S)[0][0])
     if ess < ess_min:
         flags.append("low_ess")
     if complex_valued and not (abs(phase) > phase_sigma * aperr):
@@ -340,14 +291,20 @@ def reweight(delta, primaries: dict, *, replica_lengths=None, ensemble_name="ens
                          complex_valued=complex_valued, flags=flags, params=dict(params or {}))
 
 
-def reweight_scan(deltas, primaries: dict, *, params=None, progress=False, **kwargs) -> list:
-    """reweight() for each row of deltas (n_points, n); params[i] is attached to point i."""
+def reweight_scan(deltas, primaries: dict, *, params=None, progress=False, quiet=False, **kwargs) -> list:
+    """reweight() for each row of deltas (n_points, n); params[i] is attached to point i.
+    `progress`: report through qftml.progress.Progress (a bar, or log lines if `quiet`)."""
+    from qftml.progress import Progress
+
     deltas = np.asarray(deltas)
     if deltas.ndim == 1:
         deltas = deltas[None, :]
-    rows = range(deltas.shape[0])
-    if progress:
-        from tqdm import tqdm
-        rows = tqdm(rows, desc="reweight", unit="pt")
-    return [reweight(deltas[i], primaries, params=(params[i] if params is not None else None), **kwargs)
-            for i in rows]
+    bar = Progress(deltas.shape[0], "reweight", unit="pt", quiet=quiet) if progress else None
+    points = []
+    for i in range(deltas.shape[0]):
+        points.append(reweight(deltas[i], primaries, params=(params[i] if params is not None else None), **kwargs))
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    return points

@@ -19,181 +19,30 @@ A - S is computed per configuration from sufficient statistics where that is pos
     whole ensemble, never the whole lattice on one rank), sets field.local = block, refreshes the
     halos and sums the engine's local gradient densities; one Allreduce over all configurations.
 
+Ensembles are qftml.io.ensembles.Ensemble (files via open_ensemble, or in memory with couplings).
+
 Exports:
-    Ensemble(shape, observables, couplings, extra_offsets=(), field="real", configs=None, name=...)
-    open_ensemble(path) -> Ensemble         an ensemble HDF5 file (DESIGN 3), read lazily
+    open_ensembles(paths, therm=0) -> [Ensemble]   ensemble files of S, first `therm` records dropped
     check_compatible(ensembles)             same lattice, field and action, none empty (else error)
     TargetSpec                              one target point (dataclass of the keys above)
     TARGET_KEYS                             the scannable numeric keys
     scan_targets(spec, key, values)         [TargetSpec] along one key
     ReweightInputs                          deltas (n_points, n_cfg), primaries, replica lengths, ...
-    compute_inputs(ensembles, targets, comm=None, progress=False)   the collective work
+    compute_inputs(ensembles, targets, comm=None, progress=False, quiet=False)   the collective work
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 from mpi4py import MPI
 
-from qftml.engine.action import NNN_2D, Action, homogeneous_couplings
+from qftml.engine.action import FAMILIES, NNN_2D, Action, homogeneous_couplings
 from qftml.engine.lattice import Field, Lattice
+from qftml.io.ensembles import EnsembleFileError, open_ensemble
 from qftml.reweighting.estimator import ReweightError, primary_observables
-
-FAMILIES = ("w", "g", "a", "b", "r")
-
-
-# ---------------------------------------------------------------------------------------------
-# ensembles
-# ---------------------------------------------------------------------------------------------
-
-class Ensemble:
-    """An ensemble of S: observables per configuration, couplings of S, optionally configurations.
-
-    observables: {name: (n_cfg,) or (n_cfg, k)} as stored under /observables (M, m, abs_m, m2, m4,
-    sum_phi2, sum_phi4, action, link_sum_<l> or link_sums (n, n_links), slice_sums (n, L0));
-    couplings: {family: scalar or global array (w: shape + (d,), g: shape + (n_extra,))} for
-    in-memory ensembles, or couplings_path: a file with /couplings, read by hyperslabs;
-    configs: anything indexable as configs[i, slices...] (numpy array, h5py dataset) or None.
-    """
-
-    def __init__(self, shape, observables, couplings=None, extra_offsets=(), field="real", configs=None,
-                 name="ensemble", path=None, couplings_path=None):
-        self.shape = tuple(int(s) for s in shape)
-        self.observables = _normalise_observables(observables)
-        self.couplings = dict(couplings or {})
-        self.couplings_path = couplings_path
-        self.extra_offsets = [tuple(int(c) for c in e) for e in extra_offsets]
-        self.field = field
-        self.configs = configs
-        self.name = name
-        self.path = path
-        counts = {k: v.shape[0] if v.ndim else -1 for k, v in self.observables.items()}
-        if configs is not None:
-            if tuple(configs.shape[1:]) != self.shape:
-                raise ReweightError(f"{self._label()}: configurations have shape {tuple(configs.shape[1:])}, "
-                                    f"lattice is {self.shape}")
-            counts["configs"] = configs.shape[0]
-        if len(set(counts.values())) > 1:
-            raise ReweightError(f"{self._label()}: datasets disagree on the number of configurations: {counts}")
-        self.n_cfg = next(iter(counts.values())) if counts else 0
-
-    def _label(self):
-        return self.path or self.name
-
-    @property
-    def ndim(self):
-        return len(self.shape)
-
-    @property
-    def volume(self):
-        return int(np.prod(self.shape))
-
-    @property
-    def offsets(self):
-        """Link offsets of S, in the order of link_sums: unit vectors, then extras."""
-        d = self.ndim
-        return [tuple(int(i == mu) for i in range(d)) for mu in range(d)] + list(self.extra_offsets)
-
-    def local_couplings(self, lattice) -> dict:
-        """This rank's block of S's couplings: {family: scalar or array (w: (..., d), g: (..., n_extra))}."""
-        if self.couplings_path is not None:
-            from qftml.io.couplings import read_couplings
-            local, _ = read_couplings(self.couplings_path, lattice)
-            return local
-        out = {}
-        for fam in FAMILIES:
-            v = self.couplings.get(fam, 0.0)
-            out[fam] = float(v) if np.ndim(v) == 0 else np.asarray(v, dtype=float)[lattice.local_slices]
-        return out
-
-    def skip(self, n: int) -> "Ensemble":
-        """The same ensemble without its first n records (thermalisation cut)."""
-        obs = {k: v[n:] for k, v in self.observables.items()}
-        configs = None if self.configs is None else _Skip(self.configs, n)
-        e = Ensemble(self.shape, obs, self.couplings, self.extra_offsets, self.field, configs, self.name,
-                     self.path, self.couplings_path)
-        e._parent = self  # keeps an open file alive
-        return e
-
-    def stored_link_sum(self, offset):
-        """Column of the stored link sums for `offset` (or its negative), or None."""
-        ls = self.observables.get("link_sums")
-        if ls is None:
-            return None
-        neg = tuple(-c for c in offset)
-        for i, o in enumerate(self.offsets):
-            if (o == tuple(offset) or o == neg) and i < ls.shape[1]:
-                return ls[:, i]
-        return None
-
-
-def _normalise_observables(obs):
-    """Arrays; link_sum_<l> columns (ensemble files) merged into link_sums (n, n_links)."""
-    out = {k: np.asarray(v) for k, v in obs.items() if not k.startswith("link_sum_")}
-    cols = sorted((int(k[len("link_sum_"):]), np.asarray(v, dtype=float)) for k, v in obs.items()
-                  if k.startswith("link_sum_") and k[len("link_sum_"):].isdigit())
-    if cols and "link_sums" not in out:
-        if [c[0] for c in cols] != list(range(len(cols))):
-            raise ReweightError(f"link sums stored for links {[c[0] for c in cols]}: expected 0..{len(cols) - 1}")
-        out["link_sums"] = np.stack([c[1] for c in cols], axis=1)
-    return out
-
-
-class _FirstRows:
-    """configs[:n_records] of an HDF5 dataset without reading it: rows beyond n are not data."""
-    def __init__(self, ds, n):
-        self.ds, self.shape = ds, (int(n),) + tuple(ds.shape[1:])
-
-    def __getitem__(self, idx):
-        i = idx[0] if isinstance(idx, tuple) else idx
-        if not (0 <= i < self.shape[0]):
-            raise IndexError(i)
-        return self.ds[idx]
-
-
-class _Skip:
-    """configs[n:] without reading."""
-    def __init__(self, base, n):
-        self.base, self.n, self.shape = base, int(n), (base.shape[0] - int(n),) + tuple(base.shape[1:])
-
-    def __getitem__(self, idx):
-        i, rest = (idx[0], idx[1:]) if isinstance(idx, tuple) else (idx, ())
-        return self.base[(i + self.n,) + tuple(rest)]
-
-
-def open_ensemble(path) -> Ensemble:
-    """An ensemble file (DESIGN 3, qftml.io.ensembles): observables read, configurations lazy,
-    couplings read later by hyperslabs. The file stays open while the Ensemble lives."""
-    from qftml.io.couplings import _group_attrs
-    from qftml.io.ensembles import FORMAT, EnsembleFileError, _h5open, read_observables
-
-    if not os.path.exists(path):
-        raise ReweightError(f"ensemble file {path} not found")
-    f = _h5open(path, "r")
-    if f.attrs.get("format") != FORMAT:
-        raise EnsembleFileError(f"{path}: not a qftml ensemble file (no format={FORMAT!r} attribute)")
-    n = int(f.attrs.get("n_records", 0))
-    configs = _FirstRows(f["configs"], n) if "configs" in f else None
-    if configs is not None:
-        shape = configs.shape[1:]
-    else:
-        lat = f.attrs.get("lattice", "")
-        lat = json.loads(lat) if isinstance(lat, str) and lat.startswith("{") else {}
-        if "shape" not in lat:
-            raise ReweightError(f"{path}: no /configs and no lattice attribute: lattice shape unknown")
-        shape = tuple(lat["shape"])
-    obs = read_observables(path) if "observables" in f else {}
-    if "couplings" not in f:
-        raise ReweightError(f"{path}: no /couplings: the ensemble's action is unknown, cannot form A - S")
-    attrs = _group_attrs(f["couplings"])
-    ens = Ensemble(shape, obs, None, attrs["extra_offsets"], attrs["field"], configs,
-                   name=os.path.splitext(os.path.basename(path))[0], path=path, couplings_path=path)
-    ens._file = f
-    return ens
 
 
 def _homogeneous_value(loc, lattice):
@@ -206,17 +55,38 @@ def _homogeneous_value(loc, lattice):
     return lo == hi, lo
 
 
+def open_ensembles(paths, therm=0) -> list:
+    """The ensemble files of S as Ensembles (open until closed), the first `therm` records dropped.
+    File problems become ReweightError."""
+    out = []
+    try:
+        for p in paths:
+            e = open_ensemble(p)
+            out.append(e)
+            if therm and therm >= e.n_records:
+                raise ReweightError(f"{p}: reweight.therm = {therm} drops all {e.n_records} records")
+            if therm:
+                out[-1] = e.skip(therm)
+    except (EnsembleFileError, ReweightError) as err:
+        for e in out:
+            e.close()
+        raise ReweightError(str(err)) from None
+    return out
+
+
 def check_compatible(ensembles, comm=None):
     """Raise ReweightError unless all ensembles are non-empty, on the same lattice, field and action."""
     if not ensembles:
         raise ReweightError("no ensembles given")
     first = ensembles[0]
     for e in ensembles:
-        if e.n_cfg == 0:
-            raise ReweightError(f"ensemble {e._label()} is empty: no configurations")
+        if not e.has_couplings:
+            raise ReweightError(f"{e.label}: no /couplings: the ensemble's action is unknown, cannot form A - S")
+        if e.n_records == 0:
+            raise ReweightError(f"ensemble {e.label} is empty: no configurations")
         if e.shape != first.shape:
-            raise ReweightError(f"ensembles have different lattice shapes: {first._label()} {first.shape}, "
-                                f"{e._label()} {e.shape}")
+            raise ReweightError(f"ensembles have different lattice shapes: {first.label} {first.shape}, "
+                                f"{e.label} {e.shape}")
         if e.field != first.field:
             raise ReweightError(f"ensembles have different field types: {first.field} vs {e.field}")
         if e.extra_offsets != first.extra_offsets:
@@ -233,7 +103,7 @@ def check_compatible(ensembles, comm=None):
                 except ValueError:
                     diff = np.inf  # shapes do not broadcast
                 if lat.comm.allreduce(diff, op=MPI.MAX) > 1e-12:
-                    raise ReweightError(f"ensembles {first._label()} and {e._label()} are of different actions "
+                    raise ReweightError(f"ensembles {first.label} and {e.label} are of different actions "
                                         f"(coupling {fam} differs): reweighting combines replicas of one S only")
 
 
@@ -289,7 +159,7 @@ def scan_targets(spec: TargetSpec, key: str, values) -> list:
     return [dataclasses.replace(spec, **{key: float(v)}) for v in values]
 
 
-def _linear_terms(spec: TargetSpec, ens: Ensemble, s_homog: dict):
+def _linear_terms(spec: TargetSpec, ens, s_homog: dict):
     """(coefficients {statistic: complex}, needs S(phi)?, inhomogeneous-A file or None) with
     A - S = sum_k c_k T_k  [- S(phi) + A_file(phi) when not expressible].
 
@@ -352,7 +222,7 @@ def _linear_terms(spec: TargetSpec, ens: Ensemble, s_homog: dict):
     return c, needs_s, a_file
 
 
-def _s_homogeneous(s_local: dict, ens: Ensemble, lattice: Lattice):
+def _s_homogeneous(s_local: dict, ens, lattice: Lattice):
     """S's couplings as scalars {w: [d], g: [n_extra], a, b, r} if S is homogeneous, else None."""
     out = {"w": [], "g": []}
     for fam in ("a", "b", "r"):
@@ -434,7 +304,7 @@ def _stat_label(key):
     return {"action_S": "S(phi)"}.get(key, key)
 
 
-def compute_inputs(ensembles, targets, comm=None, progress=False) -> ReweightInputs:
+def compute_inputs(ensembles, targets, comm=None, progress=False, quiet=False) -> ReweightInputs:
     """A - S for every target and configuration, plus the primaries. Collective over `comm`."""
     comm = MPI.COMM_WORLD if comm is None else comm
     check_compatible(ensembles, comm)
@@ -480,16 +350,16 @@ def compute_inputs(ensembles, targets, comm=None, progress=False) -> ReweightInp
     prim_needed = [k for k in ("slice_sums", "sum_phi2", "sum_phi4", "M", "m", "abs_m", "m2", "m4")
                    if not all(k in e.observables for e in ensembles)]
     if from_configs or prim_needed:
-        missing = [e._label() for e in ensembles if e.configs is None]
+        missing = [e.label for e in ensembles if e.configs is None]
         if missing and from_configs:
             what = ", ".join(sorted(_stat_label(k) for k in from_configs))
             raise ReweightError(f"the target needs {what}, which ensemble(s) {', '.join(missing)} neither store "
                                 "nor can compute (no /configs): the ensemble cannot support this target")
         if not missing:
             stored.update(_statistics_from_configs(ensembles, lattice, from_configs, s_local,
-                                                   needed_obs=prim_needed, progress=progress))
+                                                   needed_obs=prim_needed, progress=progress, quiet=quiet))
 
-    n = sum(e.n_cfg for e in ensembles)
+    n = sum(e.n_records for e in ensembles)
     any_complex = any(t.is_complex() for t in targets)
     deltas = np.zeros((len(targets), n), dtype=complex if any_complex else float)
     for p, (c, ns, a_file) in enumerate(plans):
@@ -504,7 +374,7 @@ def compute_inputs(ensembles, targets, comm=None, progress=False) -> ReweightInp
 
     obs = {}
     for k in ("M", "m", "abs_m", "m2", "m4", "sum_phi2", "sum_phi4", "link_sums", "slice_sums"):
-        parts = [e.observables.get(k) for e in ensembles]
+        parts = [e.link_sums if k == "link_sums" else e.observables.get(k) for e in ensembles]
         if all(x is not None for x in parts):
             obs[k] = np.concatenate([np.asarray(x, float) for x in parts])
         elif ("obs", k) in stored:
@@ -516,13 +386,13 @@ def compute_inputs(ensembles, targets, comm=None, progress=False) -> ReweightInp
     sources = {_stat_label(k): ("configs" if k in from_configs else "stored")
                for k in list(needed) + (["action_S"] if needs_s else []) + [("action_A", f) for f in a_files]}
     name = os.path.commonprefix([e.name for e in ensembles]) or "ensemble"
-    return ReweightInputs(deltas=deltas, primaries=prim, replica_lengths=[e.n_cfg for e in ensembles],
+    return ReweightInputs(deltas=deltas, primaries=prim, replica_lengths=[e.n_records for e in ensembles],
                           shape=ens0.shape, volume=ens0.volume, sources=sources, targets=list(targets),
                           ensemble_name=name.replace("|", "_"),
                           statistics={_stat_label(k): v for k, v in stored.items()})
 
 
-def _statistics_from_configs(ensembles, lattice, keys, s_local, needed_obs=(), progress=False):
+def _statistics_from_configs(ensembles, lattice, keys, s_local, needed_obs=(), progress=False, quiet=False):
     """Per-configuration statistics from each rank's hyperslab of every configuration (collective).
 
     keys: ("link", offset), "sum_phi2", "sum_phi4", "M", "action_S", ("action_A", file).
@@ -534,6 +404,7 @@ def _statistics_from_configs(ensembles, lattice, keys, s_local, needed_obs=(), p
     in its couplings), likewise A(phi).
     """
     from qftml.io.couplings import read_couplings
+    from qftml.progress import Progress
 
     comm = lattice.comm
     ens0 = ensembles[0]
@@ -576,16 +447,14 @@ def _statistics_from_configs(ensembles, lattice, keys, s_local, needed_obs=(), p
                   and (k == "M" or k in want_obs)]
     cols = [column(k) for k in scalar_keys] + [column(k) for k in scalar_obs]
     action_keys = list(couplings_of)
-    n = sum(e.n_cfg for e in ensembles)
+    n = sum(e.n_records for e in ensembles)
     local = np.zeros((n, len(cols) + len(action_keys)))
     L0 = ens0.shape[0]
     slices = np.zeros((n, L0)) if "slice_sums" in want_obs else None
     t0, nt = lattice.local_offset[0], lattice.local_shape[0]
     fld = Field(lattice)
-    it = ((e, i) for e in ensembles for i in range(e.n_cfg))
-    if progress and comm.rank == 0:
-        from tqdm import tqdm
-        it = tqdm(it, total=n, desc="A - S from configs", unit="cfg")
+    it = ((e, i) for e in ensembles for i in range(e.n_records))
+    bar = Progress(n, "A - S from configs", unit="cfg", comm=comm, quiet=quiet) if progress else None
     sl = lattice.local_slices
     for j, (e, i) in enumerate(it):
         phi = np.asarray(e.configs[(i,) + sl], dtype=float)
@@ -600,6 +469,10 @@ def _statistics_from_configs(ensembles, lattice, keys, s_local, needed_obs=(), p
                                           for f in FAMILIES if f in da and da[f].size)
         if slices is not None:
             slices[j, t0:t0 + nt] = phi.reshape(nt, -1).sum(axis=1)
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
     comm.Allreduce(MPI.IN_PLACE, local, op=MPI.SUM)
     if slices is not None:
         comm.Allreduce(MPI.IN_PLACE, slices, op=MPI.SUM)

@@ -23,13 +23,12 @@ Quantities (V = volume, d = dimensions, L0 = extent of direction 0, s(t) = time-
     xi2_dir<mu>: the same along every direction mu from the stored configurations (if present
     and not larger than `max_config_values` numbers), via each direction's Fourier mode.
 
+Ensembles are qftml.io.ensembles.Ensemble (open_ensemble(path) or Ensemble.from_records); errors
+and value(error) text come from qftml.stats.errors.
+
 Exports:
-    Ensemble                          observables (numpy arrays), lattice shape, attributes, path
-    load_ensemble(path) -> Ensemble   read a qftml HDF5 ensemble (qftml.io.ensembles readers)
-    ensemble_from_records(records, shape, attrs=None) -> Ensemble   from qftml.measure() dicts
+    scalar_names(ens) -> list          the scalar observables of an ensemble, in table order
     cut_and_bin(series, therm=0, bin=1)   drop `therm` records, average blocks of `bin`
-    gamma(series, name=ENSEMBLE_NAME) -> pyerrors.Obs with the Gamma method applied
-    summarize(obs) -> dict            mean, error, tau_int, tau_int_error of an analysed Obs
     timeslice_correlator_obs(slice_sums, volume) -> list of Obs C(0..L0-1)
     correlators(ens, therm=0, bin=1) -> (C(t), C_conn(t)) lists of Obs
     second_moment_xi(g0, g1, L) -> Obs   xi2 from Obs G~(0), G~(p_min) (p_min = 2 pi / L)
@@ -40,95 +39,24 @@ Exports:
 """
 from __future__ import annotations
 
-import math
-import os
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 import pyerrors as pe
 
 from qftml.engine.observables import timeslice_correlator
+from qftml.stats.errors import ENSEMBLE, format_value, gamma, summarize
 
-ENSEMBLE_NAME = "ensemble"
 # per-record series that are bookkeeping, not observables
 _NOT_OBSERVABLES = ("sweep",)
 _SCALAR_ORDER = ("M", "m", "abs_m", "m2", "m4", "sum_phi2", "sum_phi4", "action", "sum_links_nn")
 
 
-@dataclass
-class Ensemble:
-    """Per-record observables of one Markov chain. observables[name] has shape (n,) for scalars
-    and (n, L0) for `slice_sums`; configs are read from `path` on request (small volumes)."""
-    shape: tuple
-    observables: dict
-    attrs: dict = field(default_factory=dict)
-    path: str | None = None
-    has_configs: bool = False
-
-    @property
-    def volume(self) -> int:
-        return int(np.prod(self.shape))
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def n_records(self) -> int:
-        return len(next(iter(self.observables.values()))) if self.observables else 0
-
-    def scalar_names(self) -> list:
-        names = [n for n, v in self.observables.items() if np.ndim(v) == 1 and n not in _NOT_OBSERVABLES]
-        order = {n: i for i, n in enumerate(_SCALAR_ORDER)}
-        return sorted(names, key=lambda n: (order.get(n, len(order)), n))
-
-    def iter_configs(self, chunk=64):
-        """Yield /configs in chunks of up to `chunk` records (rank 0, explicit request only)."""
-        from qftml.io.ensembles import read_configs
-
-        for start in range(0, self.n_records, chunk):
-            yield read_configs(self.path, start, start + chunk)
-
-
-def _shape_from_attrs(attrs):
-    lat = attrs.get("lattice")
-    if isinstance(lat, dict) and "shape" in lat:
-        return tuple(int(x) for x in lat["shape"])
-    for key in ("shape", "lattice_shape"):
-        if key in attrs:
-            return tuple(int(x) for x in np.atleast_1d(attrs[key]))
-    return None
-
-
-def load_ensemble(path) -> Ensemble:
-    """Read observables and attributes of an ensemble file (rows [:n_records] only)."""
-    from qftml.io.ensembles import EnsembleFileError, open_ensemble, read_attrs, read_observables
-
-    attrs = read_attrs(path)
-    obs = {k: np.asarray(v) for k, v in read_observables(path).items()}
-    with open_ensemble(path) as f:
-        has_configs = "configs" in f
-        config_shape = tuple(f["configs"].shape[1:]) if has_configs else None
-    shape = _shape_from_attrs(attrs) or config_shape
-    if shape is None:
-        raise EnsembleFileError(f"{path}: no lattice shape in the attributes and no /configs")
-    if not obs:
-        raise EnsembleFileError(f"{path}: no observables stored")
-    return Ensemble(shape=shape, observables=obs, attrs=attrs, path=os.fspath(path), has_configs=has_configs)
-
-
-def ensemble_from_records(records, shape, attrs=None) -> Ensemble:
-    """An in-memory Ensemble from a list of qftml.measure() dicts (link_sums split per link)."""
-    obs = {}
-    for name in records[0]:
-        if name == "link_sums":
-            ls = np.array([r["link_sums"] for r in records], dtype=float)
-            for l in range(ls.shape[1]):
-                obs[f"link_sum_{l}"] = ls[:, l]
-        else:
-            obs[name] = np.array([r[name] for r in records], dtype=float)
-    return Ensemble(shape=tuple(shape), observables=obs, attrs=dict(attrs or {}))
+def scalar_names(ens) -> list:
+    """Names of the per-record scalar observables (not `sweep`), in the order of the tables."""
+    names = [n for n, v in ens.observables.items() if np.ndim(v) == 1 and n not in _NOT_OBSERVABLES]
+    order = {n: i for i, n in enumerate(_SCALAR_ORDER)}
+    return sorted(names, key=lambda n: (order.get(n, len(order)), n))
 
 
 def cut_and_bin(series, therm=0, bin=1):
@@ -144,31 +72,13 @@ def cut_and_bin(series, therm=0, bin=1):
     return x
 
 
-def gamma(series, name=ENSEMBLE_NAME) -> pe.Obs:
-    """pyerrors Obs of one Monte Carlo series with the Gamma method applied."""
-    o = pe.Obs([np.asarray(series, dtype=float)], [name])
-    o.gamma_method()
-    return o
-
-
-def summarize(obs: pe.Obs) -> dict:
-    """mean, error, tau_int and its error of an Obs (gamma_method is applied if needed)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        obs.gamma_method()
-    names = list(getattr(obs, "e_tauint", {}) or {})
-    tau = float(obs.e_tauint[names[0]]) if names else math.nan
-    dtau = float(obs.e_dtauint[names[0]]) if names else math.nan
-    return {"mean": float(obs.value), "error": float(obs.dvalue), "tau_int": tau, "tau_int_error": dtau}
-
-
-def timeslice_correlator_obs(slice_sums, volume, name=ENSEMBLE_NAME) -> list:
+def timeslice_correlator_obs(slice_sums, volume, name=ENSEMBLE) -> list:
     """C(t), t = 0..L0-1, as Obs from per-record slice sums (n, L0)."""
     c = timeslice_correlator(slice_sums, volume)
     return [gamma(c[:, t], name) for t in range(c.shape[1])]
 
 
-def correlators(ens: Ensemble, therm=0, bin=1):
+def correlators(ens, therm=0, bin=1):
     """(C(t), C_conn(t)) for t = 0..L0-1 as lists of Obs, from the stored slice sums.
 
     C(t) is a per-record product, so it is formed before binning; C_conn(t) = C(t) - <M>^2/(L0 V)
@@ -232,7 +142,7 @@ def _record_spacing(ens):
     return int(d[0]) if np.all(d == d[0]) else None
 
 
-def analyze(ens: Ensemble, therm: int = 0, bin: int = 1, use_configs: bool = True,
+def analyze(ens, therm: int = 0, bin: int = 1, use_configs: bool = True,
             max_config_values: float = 2e8) -> dict:
     """Every scalar observable, the derived quantities and C(t), with Gamma-method errors.
 
@@ -240,12 +150,14 @@ def analyze(ens: Ensemble, therm: int = 0, bin: int = 1, use_configs: bool = Tru
     correlator and correlator_connected {t, mean, error, tau_int, tau_int_error} (lists over t),
     notes (list of str).
     """
+    if not ens.observables:
+        raise ValueError(f"{ens.label}: no observables stored")
     n_used = (max(ens.n_records - therm, 0)) // bin
     if n_used < 2:
         raise ValueError(f"only {n_used} records left after --therm {therm} and --bin {bin} "
                          f"(the ensemble has {ens.n_records})")
     V, d = ens.volume, ens.ndim
-    series = {n: cut_and_bin(ens.observables[n], therm, bin) for n in ens.scalar_names()}
+    series = {n: cut_and_bin(ens.observables[n], therm, bin) for n in scalar_names(ens)}
     obs = {n: gamma(x) for n, x in series.items()}
     notes = []
     result = {
@@ -275,7 +187,7 @@ def analyze(ens: Ensemble, therm: int = 0, bin: int = 1, use_configs: bool = Tru
         p0, p1 = _mode_powers_from_slices(raw, raw.shape[1])
         g0, g1 = gamma(cut_and_bin(p0 / V, therm, bin)), gamma(cut_and_bin(p1 / V, therm, bin))
         der["xi2"] = second_moment_xi(g0, g1, ens.shape[0])
-    if use_configs and ens.has_configs and ens.path:
+    if use_configs and ens.has_configs:
         if ens.n_records * V > max_config_values:
             notes.append(f"xi2 per direction skipped: {ens.n_records} x {V} values exceed {max_config_values:.0e}")
         else:
@@ -295,18 +207,6 @@ def analyze(ens: Ensemble, therm: int = 0, bin: int = 1, use_configs: bool = Tru
     return result
 
 
-def _fmt_value(mean, err):
-    """mean(error) in the usual compact notation, 2 significant digits of the error."""
-    if not (np.isfinite(mean) and np.isfinite(err)):
-        return f"{mean:.6g}"
-    if err <= 0:
-        return f"{mean:.8g}"
-    digits = max(0, 1 - int(math.floor(math.log10(err))))
-    if digits > 12:
-        return f"{mean:.6g}({err:.2g})"
-    return f"{mean:.{digits}f}({round(err * 10 ** digits):d})"
-
-
 def format_report(result: dict) -> str:
     """Human-readable tables: observables, derived quantities, C(t)."""
     shape = "x".join(str(s) for s in result["shape"])
@@ -323,7 +223,7 @@ def format_report(result: dict) -> str:
         out = [f"{title:<18} {'value':>24} {'mean':>15} {'error':>11} {'tau_int':>16}"]
         for name, s in rows.items():
             tau = f"{s['tau_int']:.2f}({s['tau_int_error']:.2f})" if np.isfinite(s["tau_int"]) else "-"
-            out.append(f"{name:<18} {_fmt_value(s['mean'], s['error']):>24} {s['mean']:>15.8g} "
+            out.append(f"{name:<18} {format_value(s['mean'], s['error']):>24} {s['mean']:>15.8g} "
                        f"{s['error']:>11.3g} {tau:>16}")
         return out
 
@@ -334,10 +234,10 @@ def format_report(result: dict) -> str:
         # C(t) = C(L0 - t): print t = 0 .. L0/2
         lines += ["", f"{'t':>4} {'C(t)':>20} {'tau_int':>14} {'C_conn(t)':>20} {'tau_int':>14}"]
         for t in range(len(corr["t"]) // 2 + 1):
-            row = f"{t:>4} {_fmt_value(corr['mean'][t], corr['error'][t]):>20} " \
+            row = f"{t:>4} {format_value(corr['mean'][t], corr['error'][t]):>20} " \
                   f"{corr['tau_int'][t]:>8.2f}({corr['tau_int_error'][t]:.2f})"
             if conn:
-                row += f" {_fmt_value(conn['mean'][t], conn['error'][t]):>20} " \
+                row += f" {format_value(conn['mean'][t], conn['error'][t]):>20} " \
                        f"{conn['tau_int'][t]:>8.2f}({conn['tau_int_error'][t]:.2f})"
             lines.append(row)
     for note in result.get("notes", []):

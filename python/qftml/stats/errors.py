@@ -135,10 +135,14 @@ def jackknife_error(samples) -> np.ndarray:
     """Error from delete-one samples (nb, ...): sqrt((nb-1)/nb sum (s - mean)^2); for complex
     samples err(Re) + 1j err(Im)."""
     s = np.asarray(samples)
-    if s.shape[0] < 2:
+    nb = s.shape[0]
+    if nb < 2:
         return np.full(s.shape[1:], np.nan) * (1 + 1j if np.iscomplexobj(s) else 1)
     if np.iscomplexobj(s):
-        return np.sqrt(_jackknife_variance(s.real)) + 1j * np.sqrt(_jackknife_variance(s.imag))
+        # deviations from the complex mean, then split: the reweighting record (df196fb) to the last bit
+        d = s - s.mean(axis=0)
+        f = (nb - 1) / nb
+        return np.sqrt(f * (d.real ** 2).sum(0)) + 1j * np.sqrt(f * (d.imag ** 2).sum(0))
     return np.sqrt(_jackknife_variance(s))
 
 
