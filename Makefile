@@ -7,10 +7,10 @@ MPIEXEC := $(BIN)/mpiexec
 # One MPI run may not outlive this (seconds): a failing rank cannot hang the suite.
 MPI_TIMEOUT ?= 900
 DEPS := mpich "mpi4py>=4.0" numpy h5py pyerrors tqdm matplotlib scipy pybind11 "scikit-build-core>=0.10" \
-        pytest pytest-mpi pytest-timeout numba
+        pytest pytest-mpi pytest-timeout numba ruff
 CPP_SOURCES := $(shell find cpp -name '*.cpp' -o -name '*.hpp')
 
-.PHONY: all setup build demo test test-serial bench clean
+.PHONY: all setup build demo lint test test-serial bench clean
 
 all: build
 
@@ -31,7 +31,11 @@ build: $(VENV)/.stamp-build
 demo: build
 	$(BIN)/python examples/demo.py
 
-test: build
+# ruff (configured in pyproject.toml) before the build and the tests: seconds, and a lint error fails `make test`
+lint: setup
+	$(BIN)/ruff check python tests benchmarks examples
+
+test: lint build
 	$(BIN)/python tests/run_all.py --timeout $(MPI_TIMEOUT)
 
 test-serial: build

@@ -274,8 +274,8 @@ def write_ensemble_file(path, shape, obs, configs, couplings, extra_offsets=(), 
             f["configs"] = configs
         for k in ("M", "m", "abs_m", "m2", "m4", "sum_phi2", "sum_phi4", "action", "slice_sums"):
             f[f"observables/{k}"] = obs[k]
-        for l in range(obs["link_sums"].shape[1]):
-            f[f"observables/link_sum_{l}"] = obs["link_sums"][:, l]
+        for k in range(obs["link_sums"].shape[1]):
+            f[f"observables/link_sum_{k}"] = obs["link_sums"][:, k]
         for fam, v in couplings.items():
             f[f"couplings/{fam}"] = v
         f["couplings"].attrs["field"] = field

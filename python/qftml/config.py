@@ -92,6 +92,44 @@ def _check_kind(value, kind):
     raise ValueError(f"unknown config kind {kind!r}")
 
 
+def _check_value(name, value, spec):
+    """(value as stored, None) or (None, the error message) for one given key."""
+    if not _check_kind(value, spec.kind):
+        return None, f"{name} = {value!r} has the wrong type: expected {spec.kind}"
+    if spec.kind == "float":
+        value = float(value)
+    if spec.choices is not None and value not in spec.choices:
+        return None, f"{name} = {value!r} is not allowed (allowed: {', '.join(map(repr, spec.choices))})"
+    if spec.kind in ("int", "float"):
+        if spec.min is not None and (value < spec.min or (spec.min_exclusive and value == spec.min)):
+            rel = ">" if spec.min_exclusive else ">="
+            return None, f"{name} = {value!r} is out of range (must be {rel} {spec.min})"
+        if spec.max is not None and value > spec.max:
+            return None, f"{name} = {value!r} is out of range (must be <= {spec.max})"
+    return value, None
+
+
+def _validate_section(section, given, keys, errors) -> dict:
+    out = {}
+    for key in given:
+        if key not in keys:
+            errors.append(f"unknown key {section}.{key} (allowed: {', '.join(sorted(keys))})")
+    for key, spec in keys.items():
+        name = f"{section}.{key}"
+        if key not in given:
+            if spec.default is REQUIRED:
+                errors.append(f"missing required key {name} ({spec.kind}{': ' + spec.help if spec.help else ''})")
+            else:
+                out[key] = copy.deepcopy(spec.default)
+            continue
+        value, error = _check_value(name, given[key], spec)
+        if error:
+            errors.append(error)
+        else:
+            out[key] = value
+    return out
+
+
 def validate(raw: dict, schema: dict) -> dict:
     """Check `raw` against `schema` ({section: {key: Spec}}); return it with defaults filled."""
     errors = []
@@ -103,38 +141,8 @@ def validate(raw: dict, schema: dict) -> dict:
             errors.append(f"[{section}] must be a table")
     for section, keys in schema.items():
         given = raw.get(section, {})
-        if not isinstance(given, dict):
-            continue
-        out[section] = {}
-        for key in given:
-            if key not in keys:
-                errors.append(f"unknown key {section}.{key} (allowed: {', '.join(sorted(keys))})")
-        for key, spec in keys.items():
-            name = f"{section}.{key}"
-            if key not in given:
-                if spec.default is REQUIRED:
-                    errors.append(f"missing required key {name} ({spec.kind}{': ' + spec.help if spec.help else ''})")
-                else:
-                    out[section][key] = copy.deepcopy(spec.default)
-                continue
-            value = given[key]
-            if not _check_kind(value, spec.kind):
-                errors.append(f"{name} = {value!r} has the wrong type: expected {spec.kind}")
-                continue
-            if spec.kind == "float":
-                value = float(value)
-            if spec.choices is not None and value not in spec.choices:
-                errors.append(f"{name} = {value!r} is not allowed (allowed: {', '.join(map(repr, spec.choices))})")
-                continue
-            if spec.min is not None and spec.kind in ("int", "float"):
-                if value < spec.min or (spec.min_exclusive and value == spec.min):
-                    rel = ">" if spec.min_exclusive else ">="
-                    errors.append(f"{name} = {value!r} is out of range (must be {rel} {spec.min})")
-                    continue
-            if spec.max is not None and spec.kind in ("int", "float") and value > spec.max:
-                errors.append(f"{name} = {value!r} is out of range (must be <= {spec.max})")
-                continue
-            out[section][key] = value
+        if isinstance(given, dict):
+            out[section] = _validate_section(section, given, keys, errors)
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
     return out

@@ -37,7 +37,7 @@ def _group_attrs(grp):
     raw = grp.attrs.get("extra_offsets", "[]")
     raw = raw.decode() if isinstance(raw, bytes) else raw
     try:
-        extra = [list(map(int, o)) for o in json.loads(raw)] if isinstance(raw, str) else [list(map(int, o)) for o in raw]
+        extra = [list(map(int, o)) for o in (json.loads(raw) if isinstance(raw, str) else raw)]
     except (ValueError, TypeError):
         raise EnsembleFileError(f"/couplings attribute extra_offsets = {raw!r} is not a list of offsets") from None
     return {"field": field, "extra_offsets": extra}
@@ -56,7 +56,8 @@ def read_couplings(path, lattice):
             attrs = _group_attrs(grp)
             unknown = sorted(set(grp.keys()) - set(FAMILIES))
             if unknown:
-                raise EnsembleFileError(f"{path}: unknown datasets /couplings/{unknown} (allowed: {', '.join(FAMILIES)})")
+                raise EnsembleFileError(f"{path}: unknown datasets /couplings/{unknown} "
+                                        f"(allowed: {', '.join(FAMILIES)})")
             n_extra = len(attrs["extra_offsets"])
             trailing = {"w": (d,), "g": (n_extra,), "a": (), "b": (), "r": ()}
             for fam in FAMILIES:

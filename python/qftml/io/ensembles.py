@@ -317,8 +317,8 @@ def _split_link_sums(obs):
     out = {k: np.asarray(v) for k, v in obs.items() if k != "link_sums"}
     if "link_sums" in obs:
         ls = np.asarray(obs["link_sums"], dtype=float)
-        for l in range(ls.shape[1]):
-            out.setdefault(f"link_sum_{l}", ls[:, l])
+        for k in range(ls.shape[1]):
+            out.setdefault(f"link_sum_{k}", ls[:, k])
     return out
 
 
@@ -355,8 +355,8 @@ def observable_layout(lattice, action) -> dict:
     """{name: trailing shape} of every stored observable: the scalars of qftml.measure, one
     `link_sum_<l>` per link offset of the action, `slice_sums` (L0,), and `sweep`."""
     layout = {name: () for name in SCALAR_OBSERVABLES}
-    for l in range(len(action.offsets)):
-        layout[f"link_sum_{l}"] = ()
+    for k in range(len(action.offsets)):
+        layout[f"link_sum_{k}"] = ()
     layout["slice_sums"] = (lattice.shape[0],)
     layout["sweep"] = ()
     return layout
@@ -367,8 +367,8 @@ def stack_observables(records: list, layout: dict) -> dict:
     out = {}
     for name in layout:
         if name.startswith("link_sum_"):
-            l = int(name[len("link_sum_"):])
-            out[name] = np.array([r["link_sums"][l] for r in records], dtype=float)
+            k = int(name[len("link_sum_"):])
+            out[name] = np.array([r["link_sums"][k] for r in records], dtype=float)
         elif name == "sweep":
             out[name] = np.array([r["sweep"] for r in records], dtype=np.int64)
         else:
@@ -461,7 +461,8 @@ class BlockFile:
 
 
 def _collective(comm, action):
-    """Run `action` on the ranks that pass one (None: nothing to do here) and raise the same EnsembleFileError everywhere if it fails."""
+    """Run `action` on the ranks that pass one (None: nothing to do here); if it fails anywhere,
+    raise the same EnsembleFileError on every rank."""
     result, error = None, None
     if action is not None:
         try:
@@ -540,7 +541,8 @@ class EnsembleWriter:
                                             f"{n_records}; the file does not belong to this checkpoint")
                 names = set(f["observables"].keys())
                 if names != set(layout):
-                    raise EnsembleFileError(f"{path}: observables {sorted(names)} differ from this run's {sorted(layout)}")
+                    raise EnsembleFileError(f"{path}: observables {sorted(names)} differ from this run's "
+                                            f"{sorted(layout)}")
                 if store_configs != ("configs" in f):
                     raise EnsembleFileError(f"{path}: output.configs differs from the run that made the file")
             except (KeyError, OSError, RuntimeError) as e:

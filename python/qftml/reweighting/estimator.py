@@ -7,7 +7,8 @@ log-sum-exp shift, w_i = exp(-delta_i - max_j Re(-delta_j)), so nothing overflow
 |A - S| ~ V. Complex A gives complex weights and complex averages.
 
 Errors, both over the correlated numerator and denominator:
-  * Gamma method (pyerrors through qftml.stats.errors, autocorrelation aware): the ratio R = sum O w / sum w is linearised,
+  * Gamma method (pyerrors via qftml.stats.errors, autocorrelation aware): the ratio
+    R = sum O w / sum w is linearised,
         delta R_i = (O_i - R) w_i / mean(w)                      (mean over configurations)
     and the real and imaginary parts of this projected series are analysed by pyerrors'
     gamma_method (the same first-order propagation pyerrors' derived_observable performs).
@@ -89,7 +90,8 @@ class ReweightPoint:
     def to_dict(self) -> dict:
         c = self.complex_valued
         return {"params": self.params, "n_cfg": self.n_cfg, "ess": self.ess, "ess_fraction": self.ess / self.n_cfg,
-                "phase": [self.phase.real, self.phase.imag], "phase_error": [self.phase_error.real, self.phase_error.imag],
+                "phase": [self.phase.real, self.phase.imag],
+                "phase_error": [self.phase_error.real, self.phase_error.imag],
                 "abs_phase": self.abs_phase, "abs_phase_error": self.abs_phase_error,
                 "log_z_ratio": [self.log_z_ratio.real, self.log_z_ratio.imag],
                 "log_z_ratio_error": [self.log_z_ratio_error.real, self.log_z_ratio_error.imag],
@@ -169,6 +171,79 @@ def _as_2d(x, n):
     return x.reshape(n, -1), x.shape[1:]
 
 
+def _weights(delta):
+    """Log-sum-exp shifted weights w = exp(-delta - shift) with shift = max Re(-delta)."""
+    complex_valued = bool(np.iscomplexobj(delta))  # a complex scan reports Re and Im at every point
+    logw = -delta
+    if not np.all(np.isfinite(logw)):
+        raise ReweightError("A - S is not finite for some configurations (overflow or NaN in the couplings)")
+    shift = float(np.max(np.real(logw)))
+    w = np.exp(logw - shift) if complex_valued else np.exp(np.real(logw) - shift)
+    return w, shift, complex_valued
+
+
+def _stack(primaries, n):
+    """(X (n, k) of all primaries side by side, column starts, trailing shapes {name: shape}, names)."""
+    blocks, shapes, names = [], {}, []
+    for name, x in primaries.items():
+        x2, sh = _as_2d(np.asarray(x, dtype=float), n)
+        blocks.append(x2)
+        shapes[name] = sh
+        names.append(name)
+    X = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0))
+    return X, np.cumsum([0] + [b.shape[1] for b in blocks]), shapes, names
+
+
+class _Errors:
+    """Gamma-method and jackknife errors of projected series, for one set of replicas."""
+
+    def __init__(self, enabled, complex_valued, lengths, name, S):
+        self.enabled, self.complex_valued, self.args = enabled, complex_valued, (lengths, name, S)
+
+    def gamma(self, series):
+        return column_errors(series, *self.args)
+
+    def estimate(self, val, ser, jks, sh) -> Estimate:
+        """Estimate of value `val` with the linearised series `ser` (n, k) and jackknife samples `jks`."""
+        if not self.enabled:
+            nan = np.full(np.shape(val), np.nan)
+            return Estimate(np.asarray(val).reshape(sh), (nan + 1j * nan).reshape(sh),
+                            (nan + 1j * nan).reshape(sh), nan.reshape(sh))
+        ere, tre = self.gamma(np.real(ser))
+        if self.complex_valued:
+            eim, tim = self.gamma(np.imag(ser))
+        else:
+            eim, tim = np.zeros_like(ere), np.zeros_like(tre)
+        err = ere + 1j * eim
+        ejk = jackknife_error(jks)
+        if not self.complex_valued:
+            ejk = ejk.real + 0j
+        return Estimate(np.asarray(val).reshape(sh), err.reshape(sh), ejk.reshape(sh),
+                        np.maximum(tre, tim).reshape(sh))
+
+    def complex_error(self, series):
+        """err(Re) + 1j err(Im) of a complex projected series (n,)."""
+        return complex(self.gamma(np.real(series)[:, None])[0][0], self.gamma(np.imag(series)[:, None])[0][0])
+
+
+def _phase_and_log_z(w, shift, errs):
+    """(phase, its error, |phase| error, ln Z_A/Z_S, its error): P = <w>/<|w|>, ln Z_A/Z_S = shift + ln <w>."""
+    absw = np.abs(w)
+    wbar, absbar = w.mean(), absw.mean()
+    phase = complex(wbar / absbar)
+    logz = complex(shift + np.log(wbar + 0j))
+    if not errs.enabled:
+        nan = complex(np.nan, np.nan)
+        return phase, nan, float("nan"), logz, nan
+    pser = (w - phase * absw) / absbar
+    perr = errs.complex_error(pser)
+    lerr = errs.complex_error((w - wbar) / wbar)
+    absp = abs(phase)
+    aser = (np.real(np.conj(phase) * pser) / absp) if absp > 0 else np.real(pser)
+    aperr = float(errs.gamma(aser[:, None])[0][0])
+    return phase, perr, aperr, logz, lerr
+
+
 def reweight(delta, primaries: dict, *, replica_lengths=None, ensemble_name="ensemble", derived=(),
              volume=None, shape=None, n_bins=50, ess_min=100.0, phase_sigma=3.0, gamma_S=2.0,
              params=None, errors=True) -> ReweightPoint:
@@ -189,99 +264,43 @@ def reweight(delta, primaries: dict, *, replica_lengths=None, ensemble_name="ens
         replica_bounds(n, lengths)
     except ValueError as e:
         raise ReweightError(str(e)) from None
-    complex_valued = bool(np.iscomplexobj(delta))  # a complex scan reports Re and Im at every point
-    logw = -delta
-    flags = []
-    if not np.all(np.isfinite(logw)):
-        raise ReweightError("A - S is not finite for some configurations (overflow or NaN in the couplings)")
-    shift = float(np.max(np.real(logw)))
-    w = np.exp(logw - shift) if complex_valued else np.exp(np.real(logw) - shift)
+    w, shift, complex_valued = _weights(delta)
     absw = np.abs(w)
-    wbar = w.mean()
-    absbar = absw.mean()
     ess = float(absw.sum() ** 2 / (absw ** 2).sum())
-    if not np.isfinite(ess):
-        flags.append("nonfinite")
+    flags = [] if np.isfinite(ess) else ["nonfinite"]
 
     # primary ratios R_j = sum X_j w / sum w  (zero-variance-safe: w > 0 somewhere since max shift is 0)
-    blocks, shapes, names = [], {}, []
-    for name, x in primaries.items():
-        x2, sh = _as_2d(np.asarray(x, dtype=float), n)
-        blocks.append(x2)
-        shapes[name] = sh
-        names.append(name)
-    X = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0))
-    cols = np.cumsum([0] + [b.shape[1] for b in blocks])
+    X, cols, shapes, names = _stack(primaries, n)
     R = (X * w[:, None]).sum(0) / w.sum()
-
-    deriv_specs = []
-    for dname in derived:
-        inputs, f, g = DERIVED[dname](volume, shape)
-        if all(i in shapes and shapes[i] == () for i in inputs):
-            deriv_specs.append((dname, inputs, f, g))
-
-    do_err = errors and n >= 2
-    if do_err:
-        proj = (X - R) * (w / wbar)[:, None]
+    errs = _Errors(errors and n >= 2, complex_valued, lengths, ensemble_name, gamma_S)
+    proj = Rjk = None
+    if errs.enabled:
+        proj = (X - R) * (w / w.mean())[:, None]
         bins = jackknife_bins(lengths, n_bins)
-        wb = np.array([w[a:b].sum() for a, b in bins])
+        wjk = w.sum() - np.array([w[a:b].sum() for a, b in bins])
         Xwb = np.array([(X[a:b] * w[a:b, None]).sum(0) for a, b in bins])
-        wjk = w.sum() - wb
         Rjk = (Xwb.sum(0) - Xwb) / wjk[:, None]
+
     estimates = {}
-
-    def finish(val, ser, jks, sh):
-        if not do_err:
-            nan = np.full(np.shape(val), np.nan)
-            return Estimate(np.asarray(val).reshape(sh), (nan + 1j * nan).reshape(sh),
-                            (nan + 1j * nan).reshape(sh), nan.reshape(sh))
-        ere, tre = column_errors(np.real(ser), lengths, ensemble_name, gamma_S)
-        if complex_valued:
-            eim, tim = column_errors(np.imag(ser), lengths, ensemble_name, gamma_S)
-        else:
-            eim, tim = np.zeros_like(ere), np.zeros_like(tre)
-        err = ere + 1j * eim
-        ejk = jackknife_error(jks)
-        if not complex_valued:
-            ejk = ejk.real + 0j
-        return Estimate(np.asarray(val).reshape(sh), err.reshape(sh), ejk.reshape(sh),
-                        np.maximum(tre, tim).reshape(sh))
-
     for j, name in enumerate(names):
         sl = slice(cols[j], cols[j + 1])
         val = R[sl] if complex_valued else R[sl].real
-        estimates[name] = finish(val, proj[:, sl] if do_err else None, Rjk[:, sl] if do_err else None, shapes[name])
-
-    for dname, inputs, f, g in deriv_specs:
+        estimates[name] = errs.estimate(val, proj[:, sl] if errs.enabled else None,
+                                        Rjk[:, sl] if errs.enabled else None, shapes[name])
+    for dname in derived:
+        inputs, f, g = DERIVED[dname](volume, shape)
+        if not all(i in shapes and shapes[i] == () for i in inputs):
+            continue
         idx = [cols[names.index(i)] for i in inputs]
         args = [R[i] for i in idx]
-        val = f(*args)
-        if not complex_valued:
-            val = np.real(val)
+        val = f(*args) if complex_valued else np.real(f(*args))
         ser = jks = None
-        if do_err:
-            grads = g(*args)
-            ser = sum(gk * proj[:, i] for gk, i in zip(grads, idx))[:, None]
+        if errs.enabled:
+            ser = sum(gk * proj[:, i] for gk, i in zip(g(*args), idx))[:, None]
             jks = np.asarray(f(*[Rjk[:, i] for i in idx]))[:, None]
-        estimates[dname] = finish(np.asarray(val), ser, jks, ())
+        estimates[dname] = errs.estimate(np.asarray(val), ser, jks, ())
 
-    # average phase P = <w>/<|w|>, ln(Z_A/Z_S) = shift + ln <w>
-    phase = complex(wbar / absbar)
-    logz = complex(shift + np.log(wbar + 0j))
-    perr = lerr = complex(np.nan, np.nan)
-    aperr = float("nan")
-    if do_err:
-        pser = ((w - phase * absw) / absbar)[:, None]
-        lser = ((w - wbar) / wbar)[:, None]
-        pe_re, _ = column_errors(np.real(pser), lengths, ensemble_name, gamma_S)
-        pe_im, _ = column_errors(np.imag(pser), lengths, ensemble_name, gamma_S)
-        perr = complex(pe_re[0], pe_im[0])
-        le_re, _ = column_errors(np.real(lser), lengths, ensemble_name, gamma_S)
-        le_im, _ = column_errors(np.imag(lser), lengths, ensemble_name, gamma_S)
-        lerr = complex(le_re[0], le_im[0])
-        absp = abs(phase)
-        aser = (np.real(np.conj(phase) * pser) / absp) if absp > 0 else np.real(pser)
-        aperr = float(column_errors(aser, lengths, ensemble_name, gamma_S)[0][0])
+    phase, perr, aperr, logz, lerr = _phase_and_log_z(w, shift, errs)
     if ess < ess_min:
         flags.append("low_ess")
     if complex_valued and not (abs(phase) > phase_sigma * aperr):

@@ -304,6 +304,67 @@ def _stat_label(key):
     return {"action_S": "S(phi)"}.get(key, key)
 
 
+def _stored_column(ensembles, key):
+    """A statistic over all ensembles from their stored observables, or None if one lacks it."""
+    parts = []
+    for e in ensembles:
+        v = e.stored_link_sum(key[1]) if isinstance(key, tuple) else e.observables.get(key)
+        if v is None:
+            return None
+        parts.append(v)
+    return np.asarray(parts[0] if len(parts) == 1 else np.concatenate(parts), dtype=float)
+
+
+def _stored_statistics(ensembles, needed, needs_s, a_files):
+    """({statistic: stored column}, {statistics that must come from the configurations})."""
+    stored, from_configs = {}, set()
+    for key in needed:
+        col = _stored_column(ensembles, key)
+        if col is None:
+            from_configs.add(key)
+        else:
+            stored[key] = col
+    if needs_s:
+        if all("action" in e.observables for e in ensembles):
+            stored["action_S"] = np.concatenate([np.asarray(e.observables["action"], float) for e in ensembles])
+        else:
+            from_configs.add("action_S")
+    from_configs.update(("action_A", fname) for fname in a_files)
+    return stored, from_configs
+
+
+def _deltas(plans, stored, n, any_complex):
+    """(n_points, n) A - S = sum_k c_k T_k [- S(phi)] [+ A_file(phi)] per plan."""
+    deltas = np.zeros((len(plans), n), dtype=complex if any_complex else float)
+    for p, (c, ns, a_file) in enumerate(plans):
+        row = np.zeros(n, dtype=complex)
+        for key, coef in c.items():
+            row += coef * stored[key]
+        if ns:
+            row -= stored["action_S"]
+        if a_file:
+            row += stored[("action_A", a_file)]
+        deltas[p] = row if any_complex else row.real
+    return deltas
+
+
+def _primaries(ensembles, stored, needed):
+    """The estimator's primaries: stored observables (or recomputed ones) and extra link sums."""
+    ens0 = ensembles[0]
+    obs = {}
+    for k in ("M", "m", "abs_m", "m2", "m4", "sum_phi2", "sum_phi4", "link_sums", "slice_sums"):
+        parts = [e.link_sums if k == "link_sums" else e.observables.get(k) for e in ensembles]
+        if all(x is not None for x in parts):
+            obs[k] = np.concatenate([np.asarray(x, float) for x in parts])
+        elif ("obs", k) in stored:
+            obs[k] = stored[("obs", k)]
+    prim = primary_observables(obs, ens0.volume, ens0.shape)
+    for key in needed:
+        if isinstance(key, tuple) and ens0.stored_link_sum(key[1]) is None:
+            prim["sum_links_" + ",".join(map(str, key[1]))] = stored[key]
+    return prim
+
+
 def compute_inputs(ensembles, targets, comm=None, progress=False, quiet=False) -> ReweightInputs:
     """A - S for every target and configuration, plus the primaries. Collective over `comm`."""
     comm = MPI.COMM_WORLD if comm is None else comm
@@ -324,29 +385,7 @@ def compute_inputs(ensembles, targets, comm=None, progress=False, quiet=False) -
     a_files = sorted({p[2] for p in plans if p[2]})
 
     # which statistics are stored, which must come from the configurations
-    stored, from_configs = {}, set()
-    for key in needed:
-        col = None
-        for e in ensembles:
-            if isinstance(key, tuple):
-                v = e.stored_link_sum(key[1])
-            else:
-                v = e.observables.get(key)
-            if v is None:
-                col = None
-                break
-            col = v if col is None else np.concatenate([col, v])
-        if col is None:
-            from_configs.add(key)
-        else:
-            stored[key] = np.asarray(col, dtype=float)
-    if needs_s:
-        if all("action" in e.observables for e in ensembles):
-            stored["action_S"] = np.concatenate([np.asarray(e.observables["action"], float) for e in ensembles])
-        else:
-            from_configs.add("action_S")
-    for fname in a_files:
-        from_configs.add(("action_A", fname))
+    stored, from_configs = _stored_statistics(ensembles, needed, needs_s, a_files)
     prim_needed = [k for k in ("slice_sums", "sum_phi2", "sum_phi4", "M", "m", "abs_m", "m2", "m4")
                    if not all(k in e.observables for e in ensembles)]
     if from_configs or prim_needed:
@@ -360,36 +399,59 @@ def compute_inputs(ensembles, targets, comm=None, progress=False, quiet=False) -
                                                    needed_obs=prim_needed, progress=progress, quiet=quiet))
 
     n = sum(e.n_records for e in ensembles)
-    any_complex = any(t.is_complex() for t in targets)
-    deltas = np.zeros((len(targets), n), dtype=complex if any_complex else float)
-    for p, (c, ns, a_file) in enumerate(plans):
-        row = np.zeros(n, dtype=complex)
-        for key, coef in c.items():
-            row += coef * stored[key]
-        if ns:
-            row -= stored["action_S"]
-        if a_file:
-            row += stored[("action_A", a_file)]
-        deltas[p] = row if any_complex else row.real
-
-    obs = {}
-    for k in ("M", "m", "abs_m", "m2", "m4", "sum_phi2", "sum_phi4", "link_sums", "slice_sums"):
-        parts = [e.link_sums if k == "link_sums" else e.observables.get(k) for e in ensembles]
-        if all(x is not None for x in parts):
-            obs[k] = np.concatenate([np.asarray(x, float) for x in parts])
-        elif ("obs", k) in stored:
-            obs[k] = stored[("obs", k)]
-    prim = primary_observables(obs, ens0.volume, ens0.shape)
-    for key in needed:
-        if isinstance(key, tuple) and ens0.stored_link_sum(key[1]) is None:
-            prim["sum_links_" + ",".join(map(str, key[1]))] = stored[key]
+    deltas = _deltas(plans, stored, n, any(t.is_complex() for t in targets))
     sources = {_stat_label(k): ("configs" if k in from_configs else "stored")
                for k in list(needed) + (["action_S"] if needs_s else []) + [("action_A", f) for f in a_files]}
     name = os.path.commonprefix([e.name for e in ensembles]) or "ensemble"
-    return ReweightInputs(deltas=deltas, primaries=prim, replica_lengths=[e.n_records for e in ensembles],
+    return ReweightInputs(deltas=deltas, primaries=_primaries(ensembles, stored, needed),
+                          replica_lengths=[e.n_records for e in ensembles],
                           shape=ens0.shape, volume=ens0.volume, sources=sources, targets=list(targets),
                           ensemble_name=name.replace("|", "_"),
                           statistics={_stat_label(k): v for k, v in stored.items()})
+
+
+def _column(key, units, probe_extra):
+    """fn(densities, phi) -> this rank's sum of the statistic `key` (one uniform signature for all)."""
+    if isinstance(key, tuple) and key[0] == "link":
+        off, neg = key[1], tuple(-c for c in key[1])
+        if off in units or neg in units:
+            mu = units.index(off if off in units else neg)
+            return lambda dens, phi: -dens["w"][..., mu].sum()
+        j = next(q for q, o in enumerate(probe_extra) if o == off or o == neg)
+        return lambda dens, phi: -dens["g"][..., j].sum()
+    if key == "sum_phi2":
+        return lambda dens, phi: (phi * phi).sum()
+    if key == "sum_phi4":
+        return lambda dens, phi: (phi ** 4).sum()
+    if key == "M":
+        return lambda dens, phi: phi.sum()
+    raise KeyError(key)
+
+
+def _actions_to_evaluate(keys, lattice, ens0, s_local):
+    """{"action_S" or ("action_A", file): (Action, this rank's couplings)} for the keys asking for one."""
+    from qftml.io.couplings import read_couplings
+
+    out = {}
+    if "action_S" in keys:
+        s_action = Action(lattice, *[s_local.get(f, 0.0) for f in ("w", "a", "b", "r")], g=s_local.get("g", 0.0),
+                          extra_offsets=[list(e) for e in ens0.extra_offsets], field=ens0.field)
+        out["action_S"] = (s_action, s_local)
+    for k in keys:
+        if isinstance(k, tuple) and k[0] == "action_A":
+            act = _action_from_file(k[1], lattice, ens0.field)
+            local, _ = read_couplings(k[1], lattice)
+            out[k] = (act, local)
+    return out
+
+
+def _observables_from_m(out, want_obs, volume):
+    """m, |m|, m^2, m^4 per configuration from the recomputed M (those asked for)."""
+    if want_obs & {"m", "abs_m", "m2", "m4"}:
+        m = out[("obs", "M")] / volume
+        for name, v in (("m", m), ("abs_m", np.abs(m)), ("m2", m * m), ("m4", m ** 4)):
+            if name in want_obs:
+                out[("obs", name)] = v
 
 
 def _statistics_from_configs(ensembles, lattice, keys, s_local, needed_obs=(), progress=False, quiet=False):
@@ -403,7 +465,6 @@ def _statistics_from_configs(ensembles, lattice, keys, s_local, needed_obs=(), p
     end, so no collective call per configuration. S(phi) = sum_theta theta . dS/dtheta (S is linear
     in its couplings), likewise A(phi).
     """
-    from qftml.io.couplings import read_couplings
     from qftml.progress import Progress
 
     comm = lattice.comm
@@ -414,49 +475,21 @@ def _statistics_from_configs(ensembles, lattice, keys, s_local, needed_obs=(), p
     # a probe action carrying the needed link offsets; only its densities are used
     probe = Action(lattice, 0.0, 1.0, 1.0, 0.0, g=0.0, extra_offsets=[list(e) for e in extra], field=ens0.field)
     probe_extra = [tuple(o) for o in probe.offsets[d:]]
-    couplings_of = {}
-    if "action_S" in keys:
-        s_action = Action(lattice, *[s_local.get(f, 0.0) for f in ("w", "a", "b", "r")], g=s_local.get("g", 0.0),
-                          extra_offsets=[list(e) for e in ens0.extra_offsets], field=ens0.field)
-        couplings_of["action_S"] = (s_action, s_local)
-    for k in keys:
-        if isinstance(k, tuple) and k[0] == "action_A":
-            act = _action_from_file(k[1], lattice, ens0.field)
-            local, _ = read_couplings(k[1], lattice)
-            couplings_of[k] = (act, local)
-
-    def column(key):
-        if isinstance(key, tuple) and key[0] == "link":
-            off, neg = key[1], tuple(-c for c in key[1])
-            if off in units or neg in units:
-                mu = units.index(off if off in units else neg)
-                return lambda dens, phi: -dens["w"][..., mu].sum()
-            j = next(q for q, o in enumerate(probe_extra) if o == off or o == neg)
-            return lambda dens, phi: -dens["g"][..., j].sum()
-        if key == "sum_phi2":
-            return lambda dens, phi: (phi * phi).sum()
-        if key == "sum_phi4":
-            return lambda dens, phi: (phi ** 4).sum()
-        if key == "M":
-            return lambda dens, phi: phi.sum()
-        raise KeyError(key)
-
+    couplings_of = _actions_to_evaluate(keys, lattice, ens0, s_local)
     scalar_keys = [k for k in keys if k not in couplings_of]
     want_obs = set(needed_obs)
     scalar_obs = [k for k in ("M", "sum_phi2", "sum_phi4") if want_obs & {k, "m", "abs_m", "m2", "m4"}
                   and (k == "M" or k in want_obs)]
-    cols = [column(k) for k in scalar_keys] + [column(k) for k in scalar_obs]
+    cols = [_column(k, units, probe_extra) for k in scalar_keys + scalar_obs]
     action_keys = list(couplings_of)
     n = sum(e.n_records for e in ensembles)
     local = np.zeros((n, len(cols) + len(action_keys)))
-    L0 = ens0.shape[0]
-    slices = np.zeros((n, L0)) if "slice_sums" in want_obs else None
+    slices = np.zeros((n, ens0.shape[0])) if "slice_sums" in want_obs else None
     t0, nt = lattice.local_offset[0], lattice.local_shape[0]
     fld = Field(lattice)
-    it = ((e, i) for e in ensembles for i in range(e.n_records))
     bar = Progress(n, "A - S from configs", unit="cfg", comm=comm, quiet=quiet) if progress else None
     sl = lattice.local_slices
-    for j, (e, i) in enumerate(it):
+    for j, (e, i) in enumerate((e, i) for e in ensembles for i in range(e.n_records)):
         phi = np.asarray(e.configs[(i,) + sl], dtype=float)
         fld.local = phi  # setting the field refreshes its ghosts (one exchange per configuration)
         dens = probe.gradient_densities(fld)
@@ -476,19 +509,9 @@ def _statistics_from_configs(ensembles, lattice, keys, s_local, needed_obs=(), p
     comm.Allreduce(MPI.IN_PLACE, local, op=MPI.SUM)
     if slices is not None:
         comm.Allreduce(MPI.IN_PLACE, slices, op=MPI.SUM)
-    out = {}
-    for c, k in enumerate(scalar_keys):
-        out[k] = local[:, c].copy()
-    off = len(scalar_keys)
-    for c, k in enumerate(scalar_obs):
-        out[("obs", k)] = local[:, off + c].copy()
-    for c, k in enumerate(action_keys):
-        out[k] = local[:, len(cols) + c].copy()
-    if want_obs & {"m", "abs_m", "m2", "m4"}:
-        m = out[("obs", "M")] / ens0.volume
-        for name, v in (("m", m), ("abs_m", np.abs(m)), ("m2", m * m), ("m4", m ** 4)):
-            if name in want_obs:
-                out[("obs", name)] = v
+    names = scalar_keys + [("obs", k) for k in scalar_obs] + action_keys
+    out = {k: local[:, c].copy() for c, k in enumerate(names)}
+    _observables_from_m(out, want_obs, ens0.volume)
     if slices is not None:
         out[("obs", "slice_sums")] = slices
     return out
