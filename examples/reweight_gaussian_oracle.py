@@ -53,6 +53,8 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from qftml.plots import save_figure
+
     L, shape = args.L, (args.L, args.L)
     ens = sample(L, args.n)
     os.makedirs(args.out, exist_ok=True)
@@ -95,11 +97,7 @@ def main():
     ax.legend(fontsize=8)
     fig.suptitle(f"Gaussian S (w = {W}, a = {A}) on {L}^2, {args.n} configurations -> complex mass a + i c",
                  fontsize=10)
-    fig.tight_layout()
-    path = os.path.join(args.out, "reweight_gaussian_complex_mass.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}")
+    print(f"wrote {save_figure(fig, os.path.join(args.out, 'reweight_gaussian_complex_mass.png'))}")
     print(" c      Re<phi2>(err)         exact        Im<phi2>(err)        exact      |phase|(err)   exact  flags")
     for c, q in zip(cs, pts):
         g = exact.gaussian_propagator(shape, W, A + 1j * c)[0, 0]
@@ -135,11 +133,7 @@ def main():
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.suptitle(f"Gaussian S on {L}^2, {args.n} configurations -> mass a + da", fontsize=10)
-    fig.tight_layout()
-    path = os.path.join(args.out, "reweight_gaussian_mass.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}")
+    print(f"wrote {save_figure(fig, os.path.join(args.out, 'reweight_gaussian_mass.png'))}")
     print(" da     <phi2>(err)       exact      ESS   flags")
     for x, q in zip(das, pts):
         g = exact.gaussian_propagator(shape, W, A + x)[0, 0]

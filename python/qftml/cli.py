@@ -2,7 +2,8 @@
 
 Each command lives in qftml.commands.<name> and provides
     HELP: str                          one line for `qftml --help`
-    add_arguments(parser) -> None      its options (use add_config_arguments for the usual ones)
+    add_arguments(parser) -> None      its options (add_config_arguments: CONFIG.toml, --set, --quiet;
+                                       add_ensemble_arguments: FILE.h5, --therm, --bin)
     run(args) -> int                   exit code; collective over MPI.COMM_WORLD
 Errors for the user (ConfigError, ValueError from the engine) print one message on rank 0 and exit
 with status 2 on every rank; nothing is written before the configuration is validated.
@@ -26,6 +27,22 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (batch jobs)")
+
+
+def _count(least):
+    def parse(text):
+        n = int(text)
+        if n < least:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {n}")
+        return n
+    return parse
+
+
+def add_ensemble_arguments(parser: argparse.ArgumentParser, therm_help: str, bin_help: str) -> None:
+    """FILE.h5, --therm N (>= 0) and --bin B (>= 1): the arguments of commands that read one ensemble."""
+    parser.add_argument("file", help="HDF5 ensemble file written by `qftml sample`")
+    parser.add_argument("--therm", type=_count(0), default=0, metavar="N", help=therm_help)
+    parser.add_argument("--bin", type=_count(1), default=1, metavar="B", help=bin_help)
 
 
 def _available_commands():

@@ -16,12 +16,11 @@ HELP = "error analysis of an ensemble file: means, Gamma-method errors, tau_int,
 
 
 def add_arguments(parser):
-    parser.add_argument("file", help="HDF5 ensemble file written by `qftml sample`")
+    from qftml.cli import add_ensemble_arguments
+
+    add_ensemble_arguments(parser, therm_help="drop the first N stored records (thermalisation cut; default 0)",
+                           bin_help="average blocks of B records before the analysis (default 1)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
-    parser.add_argument("--therm", type=int, default=0, metavar="N",
-                        help="drop the first N stored records (thermalisation cut; default 0)")
-    parser.add_argument("--bin", type=int, default=1, metavar="B",
-                        help="average blocks of B records before the analysis (default 1)")
     parser.add_argument("--no-configs", action="store_true",
                         help="do not read /configs (skips xi2 per direction)")
     parser.add_argument("--quiet", action="store_true", help="accepted for symmetry with other commands")
@@ -35,8 +34,6 @@ def run(args) -> int:
     from qftml.io.ensembles import open_ensemble
     from qftml.stats.analysis import analyze, format_report
 
-    if args.therm < 0 or args.bin < 1:
-        raise ValueError(f"need --therm >= 0 and --bin >= 1, got {args.therm} and {args.bin}")
     with open_ensemble(args.file) as ens:
         result = analyze(ens, therm=args.therm, bin=args.bin, use_configs=not args.no_configs)
     if args.json:

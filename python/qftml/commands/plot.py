@@ -12,12 +12,12 @@ HELP = "PNG plots of an ensemble file: Monte Carlo history, histogram of m, C(t)
 
 
 def add_arguments(parser):
-    parser.add_argument("file", help="HDF5 ensemble file written by `qftml sample`")
+    from qftml.cli import add_ensemble_arguments
+
+    add_ensemble_arguments(parser, therm_help="records dropped before histogram and correlator (the history shows all)",
+                           bin_help="bin size for the correlator errors")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="output directory (default: <file without .h5>_plots next to the file)")
-    parser.add_argument("--therm", type=int, default=0, metavar="N",
-                        help="records dropped before histogram and correlator (the history shows all)")
-    parser.add_argument("--bin", type=int, default=1, metavar="B", help="bin size for the correlator errors")
     parser.add_argument("--quiet", action="store_true", help="do not list the files written")
 
 
@@ -29,8 +29,6 @@ def run(args) -> int:
     from qftml.io.ensembles import open_ensemble
     from qftml.plots.ensemble import plot_all
 
-    if args.therm < 0 or args.bin < 1:
-        raise ValueError(f"need --therm >= 0 and --bin >= 1, got {args.therm} and {args.bin}")
     out = args.out or os.path.splitext(args.file)[0] + "_plots"
     with open_ensemble(args.file) as ens:
         written = plot_all(ens, out, therm=args.therm, bin=args.bin)

@@ -29,7 +29,6 @@ and value(error) text come from qftml.stats.errors.
 Exports:
     scalar_names(ens) -> list          the scalar observables of an ensemble, in table order
     cut_and_bin(series, therm=0, bin=1)   drop `therm` records, average blocks of `bin`
-    timeslice_correlator_obs(slice_sums, volume) -> list of Obs C(0..L0-1)
     correlators(ens, therm=0, bin=1) -> (C(t), C_conn(t)) lists of Obs
     second_moment_xi(g0, g1, L) -> Obs   xi2 from Obs G~(0), G~(p_min) (p_min = 2 pi / L)
     mode_powers(configs, axis) -> (G~(0), G~(p_min e_axis)) per configuration
@@ -45,7 +44,7 @@ import numpy as np
 import pyerrors as pe
 
 from qftml.engine.observables import timeslice_correlator
-from qftml.stats.errors import ENSEMBLE, format_value, gamma, summarize
+from qftml.stats.errors import format_value, gamma, summarize
 
 # per-record series that are bookkeeping, not observables
 _NOT_OBSERVABLES = ("sweep",)
@@ -70,12 +69,6 @@ def cut_and_bin(series, therm=0, bin=1):
     if bin > 1:
         x = x.reshape((n // bin, bin) + x.shape[1:]).mean(axis=1)
     return x
-
-
-def timeslice_correlator_obs(slice_sums, volume, name=ENSEMBLE) -> list:
-    """C(t), t = 0..L0-1, as Obs from per-record slice sums (n, L0)."""
-    c = timeslice_correlator(slice_sums, volume)
-    return [gamma(c[:, t], name) for t in range(c.shape[1])]
 
 
 def correlators(ens, therm=0, bin=1):
