@@ -122,7 +122,8 @@ def measure_case(shape, inhomogeneous, comm, grid=None, repeats=5, sweeps=None, 
         "timers_s_per_sweep": timers,
         "exchange_s_standalone": t_exchange,
         # Clipped at 0: a wait longer than a whole blocking exchange means the ranks were out of step.
-        "halo_hidden_fraction": max(0.0, 1.0 - timers["halo_wait"] / t_exchange) if (size > 1 and t_exchange > 0) else None,
+        "halo_hidden_fraction": (max(0.0, 1.0 - timers["halo_wait"] / t_exchange)
+                                 if (size > 1 and t_exchange > 0) else None),
     }
     if ref is not None:
         ref_updates = float(local_volume) * ref_sweeps * size  # summed over ranks, like `updates`

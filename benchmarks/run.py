@@ -156,7 +156,8 @@ def main():
 
     log("\n[1] kernel check (AVX-512 vs portable kernels, bitwise)")
     results["kernel_check"] = kernel_check()
-    log("  " + results["kernel_check"]["status"] + ": " + results["kernel_check"].get("output", results["kernel_check"].get("why", "")))
+    kc = results["kernel_check"]
+    log("  " + kc["status"] + ": " + kc.get("output", kc.get("why", "")))
 
     log("\n[2] stream triad, one core")
     results["stream_triad_1core"] = triad_bandwidth()
@@ -220,11 +221,13 @@ def main():
 
     weak = []
     for e2 in (e for e in engine2 if e["kind"] == "weak"):
-        base = next((e for e in engine1 if e["shape"] == e2["local_shape"] and e["inhomogeneous"] == e2["inhomogeneous"]), None)
+        base = next((e for e in engine1 if e["shape"] == e2["local_shape"]
+                     and e["inhomogeneous"] == e2["inhomogeneous"]), None)
         if base is None:
             continue
         t = e2["timers_s_per_sweep"]
-        weak.append({"case": f"{label(e2['shape'], e2['inhomogeneous'])} on 2 ranks vs {label(base['shape'], base['inhomogeneous'])} on 1",
+        weak.append({"case": f"{label(e2['shape'], e2['inhomogeneous'])} on 2 ranks vs "
+                             f"{label(base['shape'], base['inhomogeneous'])} on 1",
                      "efficiency_wall": e2["updates_per_s_per_core"] / base["updates_per_s_per_core"],
                      "efficiency_cpu": e2["updates_per_s_per_core_cpu"] / base["updates_per_s_per_core_cpu"],
                      "update_s_per_sweep": t["update"], "halo_wait_s_per_sweep": t["halo_wait"],
@@ -242,14 +245,16 @@ def main():
         log(f"{row['case']:20s} {row['ranks']:5d} {row['acceptance']:5.2f} | {row['engine_M_per_s_per_core_cpu']:7.1f} "
             f"{row['numba_M_per_s_cpu']:6.1f} {row['ratio_vs_numba_cpu']:7.1f} {f'[{lo:.1f}-{hi:.1f}]':>11s} | "
             f"{row['numba_alone_M_per_s_cpu']:6.1f} {row['ratio_vs_numba_alone_cpu']:7.1f} | "
-            f"{row['numpy_M_per_s_cpu']:6.1f} {row['ratio_vs_numpy_cpu']:7.1f} | wall: {row['ratio_vs_numba_wall']:7.1f}")
+            f"{row['numpy_M_per_s_cpu']:6.1f} {row['ratio_vs_numpy_cpu']:7.1f} | "
+            f"wall: {row['ratio_vs_numba_wall']:7.1f}")
     if weak:
         log("\n== weak scaling (2 ranks, each rank's block as large as the 1-rank lattice) ==")
         for w in weak:
             hid = w["halo_hidden_fraction"]
             log(f"{w['case']}: efficiency {w['efficiency_wall']:.2f} wall, {w['efficiency_cpu']:.2f} cpu; per sweep "
                 f"update {w['update_s_per_sweep'] * 1e3:.2f} ms, halo wait {w['halo_wait_s_per_sweep'] * 1e3:.3f} ms, "
-                f"pack {w['halo_pack_s_per_sweep'] * 1e3:.3f} ms, blocking exchange {w['exchange_s_standalone'] * 1e3:.3f} ms"
+                f"pack {w['halo_pack_s_per_sweep'] * 1e3:.3f} ms, "
+                f"blocking exchange {w['exchange_s_standalone'] * 1e3:.3f} ms"
                 + (f", hidden {100 * hid:.0f}%" if hid is not None else "")
                 + (" (waits longer than a blocking exchange: ranks out of step, e.g. a loaded machine)"
                    if hid is not None and hid <= 0 else ""))

@@ -17,8 +17,8 @@ def action(phi, w, a, b, r, g=None, extra_offsets=()):
         e = [0] * d
         e[mu] = 1
         S -= np.sum(w[..., mu] * phi * neighbour(phi, e))
-    for l, e in enumerate(extra_offsets):
-        S -= np.sum(g[..., l] * phi * neighbour(phi, e))
+    for k, e in enumerate(extra_offsets):
+        S -= np.sum(g[..., k] * phi * neighbour(phi, e))
     return S
 
 
@@ -33,6 +33,7 @@ def random_couplings(shape, n_extra, seed, gaussian=False):
     w = rng.uniform(0.2, 0.6, size=shape + (d,))
     g = rng.uniform(-0.2, 0.2, size=shape + (n_extra,))
     b = np.zeros(shape) if gaussian else rng.uniform(0.1, 0.4, size=shape)
-    a = rng.uniform(-0.5, 1.0, size=shape) if not gaussian else 2 * d * 0.6 + 0.4 * n_extra + rng.uniform(0.2, 0.5, size=shape)
+    a = (rng.uniform(-0.5, 1.0, size=shape) if not gaussian
+         else 2 * d * 0.6 + 0.4 * n_extra + rng.uniform(0.2, 0.5, size=shape))
     r = rng.uniform(-0.3, 0.3, size=shape)
     return {"w": w, "g": g, "a": a, "b": b, "r": r}

@@ -40,7 +40,7 @@ def run(cmd, timeout):
 
 def counts(text):
     found = {"passed": 0, "failed": 0, "skipped": 0}
-    lines = [l for l in text.strip().splitlines() if re.search(r"\d+ (passed|failed|skipped|error)", l)]
+    lines = [line for line in text.strip().splitlines() if re.search(r"\d+ (passed|failed|skipped|error)", line)]
     if not lines:
         return found
     for n, what in re.findall(r"(\d+) (passed|failed|skipped|errors?)", lines[-1]):

@@ -30,8 +30,8 @@ def test_action_and_gradients_match_numpy(comm, shape, extra):
         e = [0] * d
         e[mu] = 1
         np.testing.assert_allclose(grads["w"][..., mu], lat.local_block(-phi * neighbour(phi, e)), rtol=1e-14)
-    for l, e in enumerate(extra):
-        np.testing.assert_allclose(grads["g"][..., l], lat.local_block(-phi * neighbour(phi, e)), rtol=1e-14)
+    for k, e in enumerate(extra):
+        np.testing.assert_allclose(grads["g"][..., k], lat.local_block(-phi * neighbour(phi, e)), rtol=1e-14)
     np.testing.assert_allclose(grads["a"], lat.local_block(phi ** 2))
     np.testing.assert_allclose(grads["b"], lat.local_block(phi ** 4))
     np.testing.assert_allclose(grads["r"], lat.local_block(phi))
@@ -42,8 +42,8 @@ def test_action_and_gradients_match_numpy(comm, shape, extra):
     assert obs["M"] == pytest.approx(phi.sum(), rel=1e-12, abs=1e-9)
     assert obs["sum_phi2"] == pytest.approx((phi ** 2).sum(), rel=1e-12)
     assert obs["action"] == pytest.approx(S_ref, rel=1e-12)
-    for l, e in enumerate([tuple(int(i == mu) for i in range(d)) for mu in range(d)] + [tuple(e) for e in extra]):
-        assert obs["link_sums"][l] == pytest.approx(np.sum(phi * neighbour(phi, e)), rel=1e-12, abs=1e-9)
+    for k, e in enumerate([tuple(int(i == mu) for i in range(d)) for mu in range(d)] + [tuple(e) for e in extra]):
+        assert obs["link_sums"][k] == pytest.approx(np.sum(phi * neighbour(phi, e)), rel=1e-12, abs=1e-9)
     np.testing.assert_allclose(obs["slice_sums"], phi.reshape(shape[0], -1).sum(1), rtol=1e-12, atol=1e-9)
 
 

@@ -22,8 +22,8 @@ def test_driver_streams_are_the_engine_philox_over_arrays():
             key = [seed & 0xFFFFFFFF, ((seed >> 32) ^ (rng.purpose(name) * 0x9E3779B9)) & 0xFFFFFFFF]
             assert list(row) == _core.philox4x32_10([n & 0xFFFFFFFF, n >> 32, c2, c3], key)
         u = rng.uniform(seed, name, idx, c2, c3)
-        assert np.array_equal(u, ((w[:, 0].astype(np.uint64) << np.uint64(20)) ^ (w[:, 1].astype(np.uint64) >> np.uint64(12)))
-                              .astype(np.float64) * 2.0 ** -52)
+        bits = (w[:, 0].astype(np.uint64) << np.uint64(20)) ^ (w[:, 1].astype(np.uint64) >> np.uint64(12))
+        assert np.array_equal(u, bits.astype(np.float64) * 2.0 ** -52)
     u = rng.uniform(5, "ais", np.arange(100_000))
     assert u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 4 * (1 / np.sqrt(12 * 1e5))
     z = rng.normal(5, "ais", np.arange(100_000))

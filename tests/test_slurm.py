@@ -50,7 +50,8 @@ if str(comm.rank) == os.environ.get("FAKE_QFTML_FAIL_RANK"):
     os._exit(1)  # a crashed rank (no MPI_Finalize)
 time.sleep(float(os.environ.get("FAKE_QFTML_SLEEP", "0")))
 rec["end"] = time.time()
-with open(os.path.join(os.environ["FAKE_QFTML_RECORDS"], f"{{rec['job']}}-{{rec['task']}}-{{comm.rank}}.json"), "w") as f:
+out = os.path.join(os.environ["FAKE_QFTML_RECORDS"], f"{{rec['job']}}-{{rec['task']}}-{{comm.rank}}.json")
+with open(out, "w") as f:
     json.dump(rec, f)
 if comm.rank == 0:
     print(json.dumps(rec))
@@ -184,8 +185,9 @@ def test_time_limits_and_the_pre_limit_signal(tmp_path):
     assert [qs.time_limit_seconds(t) for t in ("5", "5:30", "02:00:00", "1-2", "1-02:30:15", "UNLIMITED")] == \
         [300, 330, 7200, 93600, 95415, None]
     cfg = write_config(tmp_path / "c.toml", "out.h5")
-    signal = lambda **kw: [l for l in qs.render("sample", cfg, [], qs.JobOptions(**kw)).script.splitlines()
-                           if l.startswith("#SBATCH --signal")]
+    def signal(**kw):
+        return [line for line in qs.render("sample", cfg, [], qs.JobOptions(**kw)).script.splitlines()
+                if line.startswith("#SBATCH --signal")]
     assert signal(time="02:00:00") == ["#SBATCH --signal=USR1@300"]
     assert signal(time="00:05:00") == ["#SBATCH --signal=USR1@30"]  # a tenth of a short limit
     assert signal(time="00:05:00", signal_seconds=0) == []

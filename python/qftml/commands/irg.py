@@ -36,7 +36,8 @@ HELP = "inverse RG: train a transposed convolution, upscale an ensemble to b^k L
 IRG = {
     "b": Spec("int", 2, min=2, help="blocking factor / stride"),
     "levels": Spec("int", 3, min=1, help="upscaling steps k: L -> b^k L"),
-    "filter_size": Spec("int", 6, min=2, help="filter extent per direction (b=2: 2, 6, 10 keep the zero-mode gain exact)"),
+    "filter_size": Spec("int", 6, min=2,
+                        help="filter extent per direction (b=2: 2, 6, 10 keep the zero-mode gain exact)"),
     "filters": Spec("int", 1, min=1, help="number of filters (> 1 needs activation = 'tanh')"),
     "activation": Spec("str", "linear", choices=("linear", "tanh")),
     "noise": Spec("bool", True, help="add fitted noise in the kernel of the block average"),
@@ -119,7 +120,8 @@ def _sample_direct(shape, grid, comm, act, smp, path, log, quiet):
     writer.set_attrs(complete=True, end_time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                      acceptance=s.acceptance(), seconds=time.time() - t0)
     writer.close()
-    log(f"  direct L={shape[0]} (rank {MPI.COMM_WORLD.rank}): {n} configs, {smp['sweeps']} sweeps, acceptance {s.acceptance():.3f}, "
+    log(f"  direct L={shape[0]} (rank {MPI.COMM_WORLD.rank}): {n} configs, {smp['sweeps']} sweeps, "
+        f"acceptance {s.acceptance():.3f}, "
         f"{time.time() - t0:.1f} s -> {path}")
     return lat, np.array(configs), stack_observables(records, layout)
 
@@ -372,7 +374,8 @@ def run(args) -> int:
     ladder = [*smaller[::-1], small, large]
     pairs = [critical.pair_analysis(ladder[i], ladder[i + 1], mu2_star, b, nb, irg["ess_fraction"])
              for i in range(len(ladder) - 1)]
-    log("\n  size pair   mu2_c               U(mu2_c)          nu (Binder matching)  gamma/nu (<m^2>, mu2*)  beta/nu (mu2*)")
+    log("\n  size pair   mu2_c               U(mu2_c)          nu (Binder matching)  "
+        "gamma/nu (<m^2>, mu2*)  beta/nu (mu2*)")
     for p_ in pairs:
         log(f"  {p_['L_small']:4d}/{p_['L_large']:<4d}   " + "   ".join(
             f"{p_[q][0]:8.5f}({p_[q][1]:.5f})" for q in ("mu2_c", "U_c", "nu", "gamma_nu", "beta_nu")))
@@ -431,7 +434,8 @@ def _upscale_chain(model, lat_l, cfg_l, obs_l, irg, act, stem, log, quiet, comm,
         lat = lats[k]
         store = n_up * lat.volume * 8 <= irg["store_max_mb"] * 2 ** 20
         layout = observable_layout(lat, stand_in)
-        attrs = _attrs(lat, {**act, "note": "couplings of the source ensemble; configurations come from the inverse RG"},
+        attrs = _attrs(lat, {**act,
+                             "note": "couplings of the source ensemble; configurations come from the inverse RG"},
                        {"algorithm": "inverse-rg", "level": k, "b": b, "gain": gain, "zeta": zeta,
                         "filter_size": model.size, "source_L": lat_l.shape[0], "weights": f"{_stem(stem)}_weights.h5"},
                        irg["seed"], {"irg_level": k})
@@ -478,7 +482,8 @@ def _upscale_chain(model, lat_l, cfg_l, obs_l, irg, act, stem, log, quiet, comm,
         log(f"  level L={lat.shape[0]}: {n_up} configs -> {path}" + ("" if store else " (observables only)")
             + (" + snapshot" if snap else ""))
     log(f"  check: max |m_k / (s^k m_0) - 1| over configs and levels = {ratio_dev:.2e}")
-    return {"n": n_up, "pick": pick, "per_level": {k: {q: np.array(v) for q, v in d.items()} for k, d in per_level.items()},
+    return {"n": n_up, "pick": pick,
+            "per_level": {k: {q: np.array(v) for q, v in d.items()} for k, d in per_level.items()},
             "paths": paths, "ratio_dev": ratio_dev, "shapes": [lt.shape for lt in lats]}
 
 
@@ -499,7 +504,8 @@ def _write_results(path, cfg, table, Ls, level_stats, mu2_c, dmu2_c, zeta, dzeta
         f.attrs["timings"] = json.dumps(timings)
         f.attrs["tau_int_abs_m"] = json.dumps(taus)
         dt = np.dtype([("exponent", "S16"), ("method", "S32"), ("value", "f8"), ("error", "f8"), ("exact", "f8")])
-        f.create_dataset("exponents", data=np.array([(a.encode(), m.encode(), v, e, x) for a, m, v, e, x in table], dtype=dt))
+        f.create_dataset("exponents", data=np.array([(a.encode(), m.encode(), v, e, x) for a, m, v, e, x in table],
+                                                    dtype=dt))
         g = f.create_group("levels")
         g.create_dataset("L", data=Ls)
         for k, dd in level_stats["per_level"].items():
@@ -592,7 +598,8 @@ def _plots(stem, level_stats, Ls, small, large, small_up, mu2_0, mu2_c, mu2_grid
     # Binder curves and the flow
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     grid = np.linspace(mu2_0 - window, mu2_0 + window, 41)
-    for s, lab in ((small, f"direct L={small.L}"), (large, f"direct L={large.L}"), (small_up, f"upscaled {small.L}->{large.L}")):
+    for s, lab in ((small, f"direct L={small.L}"), (large, f"direct L={large.L}"),
+                   (small_up, f"upscaled {small.L}->{large.L}")):
         axes[0].plot(grid, [critical.moments(s, x - mu2_0)["U"] for x in grid], label=lab)
     for s in smaller:
         axes[0].plot(grid, [critical.moments(s, x - mu2_0)["U"] for x in grid], "--", label=f"direct L={s.L}")

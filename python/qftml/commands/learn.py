@@ -593,4 +593,5 @@ def plot_training(path, prefix, targets=None):
     return out
 
 
-__all__ = ["HELP", "add_arguments", "run", "load_learn_config", "run_learn", "plot_training", "compare_observables", "format_comparison"]
+__all__ = ["HELP", "add_arguments", "run", "load_learn_config", "run_learn", "plot_training", "compare_observables",
+           "format_comparison"]

@@ -80,7 +80,8 @@ class Action:
 
     field_type = property(lambda self: self._core.field_type)
     homogeneous_couplings = property(lambda self: self._core.homogeneous, doc="True if every family is constant")
-    offsets = property(lambda self: [tuple(o) for o in self._core.offsets], doc="link offsets: unit vectors, then extras")
+    offsets = property(lambda self: [tuple(o) for o in self._core.offsets],
+                       doc="link offsets: unit vectors, then extras")
 
     def action(self, field: Field) -> float:
         """Global S(phi) (collective). The field's ghosts must be fresh (they are after sweeps)."""

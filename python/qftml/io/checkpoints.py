@@ -101,7 +101,8 @@ def _read(path, lattice):
             ds = f["field"]
             if lattice is not None:
                 if ds.shape != tuple(lattice.shape):
-                    raise CheckpointError(f"{path}: field of shape {ds.shape}, but the lattice is {list(lattice.shape)}")
+                    raise CheckpointError(f"{path}: field of shape {ds.shape}, "
+                                          f"but the lattice is {list(lattice.shape)}")
                 block = np.asarray(ds[lattice.local_slices], dtype=float)
     except CheckpointError:
         raise

@@ -161,7 +161,8 @@ class GradientEstimator:
     @staticmethod
     def _local_value(couplings, dens):
         # S = sum_i theta_i dS/dtheta_i: S is linear in its couplings
-        return sum(float(np.vdot(couplings[f], dens[f])) for f in FAMILIES if f in dens and f in couplings and dens[f].size)
+        return sum(float(np.vdot(couplings[f], dens[f])) for f in FAMILIES
+                   if f in dens and f in couplings and dens[f].size)
 
     def add(self, field) -> None:
         t0 = time.perf_counter()

@@ -41,7 +41,8 @@ class Schedule:
             raise ValueError(f"schedule tau must be > 0, got {tau}")
         if step_every < 1:
             raise ValueError(f"schedule step_every must be >= 1, got {step_every}")
-        self.kind, self.lr, self.gamma, self.tau, self.step_every, self.lr_min = kind, lr, gamma, tau, step_every, lr_min
+        self.kind, self.lr, self.gamma, self.tau = kind, lr, gamma, tau
+        self.step_every, self.lr_min = step_every, lr_min
 
     def __call__(self, epoch: int) -> float:
         if self.kind == "constant":
