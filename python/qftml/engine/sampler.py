@@ -74,6 +74,7 @@ class Sampler:
         self._core.sweep_index = int(value)
 
     def reset_timers(self) -> None:
+        """Zero the seconds reported by timers() (this rank)."""
         self._core.reset_timers()
 
     def timers(self) -> dict:
