@@ -1,2 +1,3 @@
 """Files: ensembles (HDF5 schema, hyperslab writing, the Ensemble container), couplings
-(/couplings/<family>), checkpoints (chains and trainers, atomic), json_output (strict JSON, output stems)."""
+(/couplings/<family>), checkpoints (chains and trainers, atomic), history (per-epoch histories of
+trainers), json_output (strict JSON, output stems)."""

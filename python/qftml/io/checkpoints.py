@@ -1,28 +1,43 @@
-"""Checkpoints of a Markov chain: written by hyperslabs, replaced atomically, read on any rank count.
+"""Checkpoints of Markov chains and trainers: hyperslabs, atomic replacement, read on any rank count.
 
 Exports:
     CheckpointError                    (an EnsembleFileError) missing/corrupt checkpoint, physics mismatch
-    checkpoint_path(output_path)       "<output>.ckpt" next to the ensemble file
-    write_checkpoint(path, field, state, write_path=None)   collective; temp file, fsync, rename
+    checkpoint_path(output_path)       "<output>.ckpt" next to the output file
+    write_checkpoint(path, field, state, write_path=None)   one chain; collective over the lattice
     read_checkpoint(path, lattice) -> (local_field_block, state)   every rank reads its hyperslab
-    read_checkpoint_state(path) -> state       attributes only
+    read_checkpoint_state(path) -> state       attributes only (either kind)
+    write_trainer_checkpoint(path, comms, field, state, replica_state, arrays, write_path=None)
+                                       a trainer (R replicas x domains); collective over comms.world
+    read_trainer_checkpoint(path, comms, lattice) -> TrainerCheckpoint(field, state, replica_state, arrays)
     physics_hash(physics) -> str       sha256 of the canonical JSON of the physics description
     physics_differences(old, new) -> list[str]   "key: checkpoint X, config Y" for every difference
 
-A checkpoint holds the whole state of a counter-based chain (DESIGN 2): the field (/field, global
-lexicographic order, each rank writes its block), and the attributes sweep_index, step, phase,
-n_records, accepted/proposed-style counters, physics (JSON) and its hash. Because the random
-numbers depend only on (seed, global site, sweep, hit), the chain continues bit for bit on any
-number of ranks and any process grid.
+Chain checkpoint (`qftml sample`): /field (global lexicographic order, each rank writes its block)
+and the attributes sweep_index, step, phase, n_records, counters, physics (JSON) and its hash.
 
-Atomicity: the checkpoint is written to "<path>.tmp", closed, fsync'ed and renamed over <path>,
+Trainer checkpoint (`qftml learn`, later `fit`, `network`; attribute kind = "trainer"):
+    /fields          (R, *shape)   every replica's chain: each rank writes its block at its replica
+    /arrays/<name>   shape + trailing   per-site arrays shared by the replicas (couplings, optimiser
+                                   moments), written by replica 0's ranks, hyperslab by hyperslab
+    attributes       state (JSON-able: physics and its hash, counters, config ...), `replica_states`
+                     (one JSON dict of counters per replica: sweeps, Metropolis step ...), `scalars`
+                     (0-d entries of `arrays`, e.g. tied couplings, the optimiser's step count)
+No rank ever holds the global lattice: blocks go to disk by BlockFile's mpio or rank0-blocks path.
+
+Because the random numbers depend only on (seed, global site, sweep, hit), a chain continues bit for
+bit on any number of ranks and any process grid. A trainer resumed on the same decomposition
+continues bit for bit; on a different one, only the global sums (allreduce) round differently.
+
+Atomicity: a checkpoint is written to "<path>.tmp", closed, fsync'ed and renamed over <path>,
 then the directory is fsync'ed; a crash at any moment leaves either the old or the new checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -55,20 +70,9 @@ def physics_differences(old: dict, new: dict, prefix="") -> list:
     return out
 
 
-def write_checkpoint(path, field, state: dict, write_path=None):
-    """Collective. `state` holds JSON-able scalars/dicts (sweep_index, step, n_records, physics, ...)."""
-    lattice = field.lattice
-    comm = lattice.comm
-    tmp = str(path) + ".tmp"
-    bf = BlockFile(tmp, "w", lattice, write_path or choose_write_path(comm))
-    try:
-        bf.create("field", tuple(lattice.shape))
-        bf.write_blocks("field", (), field.local)
-        attrs = dict(state)
-        attrs["physics_hash"] = physics_hash(state["physics"])
-        bf.set_attrs(format=CHECKPOINT_FORMAT, **attrs)
-    finally:
-        bf.close()
+# ----------------------------------------------------------------------------- writing
+def _replace_atomically(tmp, path, comm):
+    """After every rank has closed `tmp`: fsync it, rename it over `path`, fsync the directory."""
     comm.Barrier()  # every block is in the closed temp file
     if comm.rank == 0:
         fsync_path(tmp)
@@ -77,39 +81,150 @@ def write_checkpoint(path, field, state: dict, write_path=None):
     comm.Barrier()
 
 
-def read_checkpoint_state(path) -> dict:
-    """The checkpoint's attributes only (to compare physics before touching the field)."""
-    return _read(path, None)[1]
+def _attrs(state: dict, kind: str) -> dict:
+    attrs = dict(state)
+    attrs["physics_hash"] = physics_hash(state["physics"])
+    attrs["format"], attrs["kind"] = CHECKPOINT_FORMAT, kind
+    return attrs
 
 
-def read_checkpoint(path, lattice):
-    """(this rank's block of the checkpointed field, state dict). Raises CheckpointError with a
-    clear message for a missing, truncated or foreign file."""
-    return _read(path, lattice)
+def write_checkpoint(path, field, state: dict, write_path=None):
+    """Collective. `state` holds JSON-able scalars/dicts (sweep_index, step, n_records, physics, ...)."""
+    lattice = field.lattice
+    tmp = str(path) + ".tmp"
+    bf = BlockFile(tmp, "w", lattice, write_path or choose_write_path(lattice.comm))
+    try:
+        bf.create("field", tuple(lattice.shape))
+        bf.write_blocks("field", (), field.local)
+        bf.set_attrs(**_attrs(state, "chain"))
+    finally:
+        bf.close()
+    _replace_atomically(tmp, path, lattice.comm)
 
 
-def _read(path, lattice):
+class _ReplicaBlocks:
+    """R replicas of one decomposed lattice seen as one (R, *shape) array over the world: the block
+    of a rank is (its replica, its lattice block). Quacks like a Lattice for BlockFile."""
+
+    def __init__(self, lattice, world, replica):
+        self.comm, self.ndim = world, lattice.ndim + 1
+        self.local_offset = (replica,) + tuple(lattice.local_offset)
+        self.local_shape = (1,) + tuple(lattice.local_shape)
+        self.local_slices = (slice(replica, replica + 1),) + tuple(lattice.local_slices)
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) or (isinstance(v, np.ndarray) and v.ndim == 0) else v
+
+
+def write_trainer_checkpoint(path, comms, field, state: dict, replica_state: dict, arrays: dict, write_path=None):
+    """Collective over comms.world (a qftml.collective.Communicators; field on comms.domain).
+
+    state: JSON-able, identical on every rank, with a `physics` entry (compared on resume).
+    replica_state: JSON-able counters of this replica (identical on its ranks).
+    arrays: {name: this rank's block (local_shape + trailing) or a 0-d value}, identical in every
+    replica (only replica 0's are written)."""
+    lattice = field.lattice
+    world = comms.world
+    tmp = str(path) + ".tmp"
+    per_replica = world.allgather((comms.replica, {k: _plain(v) for k, v in replica_state.items()}))
+    replicas = [s for _, s in sorted(per_replica, key=lambda x: x[0])[::lattice.comm.size]]
+    blocks = {k: np.asarray(v, dtype=float) for k, v in arrays.items() if np.ndim(v) >= lattice.ndim}
+    scalars = {k: _plain(np.asarray(v)) for k, v in arrays.items() if np.ndim(v) == 0}
+    if len(blocks) + len(scalars) != len(arrays):
+        bad = sorted(set(arrays) - set(blocks) - set(scalars))
+        raise ValueError(f"checkpoint arrays {bad}: neither a lattice block nor a scalar")
+    stacked = _ReplicaBlocks(lattice, world, comms.replica)
+    bf = BlockFile(tmp, "w", stacked, write_path or choose_write_path(world))
+    try:
+        bf.create("fields", (comms.replicas,) + tuple(lattice.shape))
+        bf.write_blocks("fields", (), field.local[None])
+        bf.set_attrs(replica_states=replicas, scalars=scalars, **_attrs(state, "trainer"))
+    finally:
+        bf.close()
+    world.Barrier()
+    if comms.replica == 0:  # the shared arrays: replica 0's ranks, block by block
+        bf = BlockFile(tmp, "a", lattice, write_path or choose_write_path(lattice.comm))
+        try:
+            for name, local in blocks.items():
+                bf.create(f"arrays/{name}", tuple(lattice.shape) + local.shape[lattice.ndim:])
+                bf.write_blocks(f"arrays/{name}", (), local)
+        finally:
+            bf.close()
+    _replace_atomically(tmp, path, world)
+
+
+# ----------------------------------------------------------------------------- reading
+@contextlib.contextmanager
+def _open_checkpoint(path, kind):
+    """(h5py file, state) of a checkpoint of `kind`; every failure becomes a CheckpointError."""
     if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint {path}: nothing to resume (start a new chain without --resume; "
                               f"add --set output.overwrite=true if its ensemble file exists)")
-    block = None
     try:
         with _h5open(path, "r") as f:
             if f.attrs.get("format") != CHECKPOINT_FORMAT:
                 raise CheckpointError(f"{path}: not a qftml checkpoint")
-            state = {k: _decode(v) for k, v in f.attrs.items() if k != "format"}
-            ds = f["field"]
-            if lattice is not None:
-                if ds.shape != tuple(lattice.shape):
-                    raise CheckpointError(f"{path}: field of shape {ds.shape}, "
-                                          f"but the lattice is {list(lattice.shape)}")
-                block = np.asarray(ds[lattice.local_slices], dtype=float)
+            have = _decode(f.attrs.get("kind", "chain"))
+            if kind is not None and have != kind:
+                raise CheckpointError(f"{path}: a checkpoint of a {have}, not of a {kind}")
+            state = {k: _decode(v) for k, v in f.attrs.items() if k not in ("format", "kind")}
+            if physics_hash(state.get("physics", {})) != state.get("physics_hash"):
+                raise CheckpointError(f"{path}: damaged checkpoint (physics hash does not match its description)")
+            yield f, state
     except CheckpointError:
         raise
     except EnsembleFileError as e:
         raise CheckpointError(str(e)) from None
     except (KeyError, OSError, RuntimeError) as e:
         raise CheckpointError(f"{path}: damaged checkpoint (truncated or corrupt?): {e}") from None
-    if physics_hash(state.get("physics", {})) != state.get("physics_hash"):
-        raise CheckpointError(f"{path}: damaged checkpoint (physics hash does not match its description)")
-    return block, state
+
+
+def _check_shape(path, ds, want, what):
+    if ds.shape != tuple(want):
+        raise CheckpointError(f"{path}: {what} of shape {ds.shape}, but the lattice is {list(want)}")
+
+
+def read_checkpoint_state(path) -> dict:
+    """The checkpoint's attributes only (to compare physics before touching the field)."""
+    with _open_checkpoint(path, None) as (_, state):
+        return state
+
+
+def read_checkpoint(path, lattice):
+    """(this rank's block of the checkpointed field, state dict). Raises CheckpointError with a
+    clear message for a missing, truncated or foreign file."""
+    with _open_checkpoint(path, "chain") as (f, state):
+        ds = f["field"]
+        _check_shape(path, ds, lattice.shape, "field")
+        return np.asarray(ds[lattice.local_slices], dtype=float), state
+
+
+@dataclass
+class TrainerCheckpoint:
+    field: np.ndarray       # this rank's block of its replica's field
+    state: dict             # the shared state (physics, counters, config, ...)
+    replica_state: dict     # this replica's counters
+    arrays: dict            # name -> this rank's block, or a 0-d array
+
+
+def read_trainer_checkpoint(path, comms, lattice) -> TrainerCheckpoint:
+    """Every rank reads its hyperslabs; the process grid and the ranks per replica may differ from
+    the run that wrote it, the number of replicas may not."""
+    with _open_checkpoint(path, "trainer") as (f, state):
+        fields = f["fields"]
+        if fields.shape[0] != comms.replicas:
+            raise CheckpointError(f"{path}: the checkpoint has {fields.shape[0]} replicas, not {comms.replicas}")
+        _check_shape(path, fields, (comms.replicas,) + tuple(lattice.shape), "fields")
+        field = np.asarray(fields[(comms.replica,) + tuple(lattice.local_slices)], dtype=float)
+        arrays = {k: np.array(v, dtype=float) if isinstance(v, float) else np.array(v)
+                  for k, v in state.pop("scalars", {}).items()}
+        if "arrays" in f:
+            names = []
+            f["arrays"].visit(lambda n: names.append(n) if hasattr(f["arrays"][n], "shape") else None)
+            for name in names:
+                ds = f[f"arrays/{name}"]
+                _check_shape(path, ds, tuple(lattice.shape) + ds.shape[lattice.ndim:], f"/arrays/{name}")
+                arrays[name] = np.asarray(ds[tuple(lattice.local_slices)], dtype=float)
+        replica_state = state.pop("replica_states")[comms.replica]
+        return TrainerCheckpoint(field=field, state=state, replica_state=replica_state, arrays=arrays)

@@ -4,7 +4,13 @@ Exports (the coupling families are qftml.engine.action.FAMILIES):
     couplings_attrs(action) -> dict            attributes of the /couplings group (field, extra_offsets)
     read_couplings(path, lattice) -> (local, attrs)   this rank's block of every family + group attributes
     action_from_couplings(path, lattice, field=None) -> Action   the inhomogeneous action of a file
-    write_couplings(path, action, write_path=None)   a couplings-only file, each rank writing its block
+    write_couplings(path, action, write_path=None, mode="w", group="couplings")   /couplings of an
+                                               Action, each rank writing its block; mode "a" writes
+                                               into an existing file (replacing the group's datasets)
+    write_coupling_blocks(path, lattice, couplings, attrs, write_path=None, mode="w", group="couplings")
+                                               the same for a dict of local blocks and
+                                               group attributes; collective over lattice.comm only
+                                               (e.g. replica 0's domain while other replicas wait)
     write_global_couplings(path, couplings, extra_offsets=(), field="real")   serial: global arrays
     couplings_digest(path) -> str              sha256 of the couplings' values (streamed on rank 0)
 
@@ -87,17 +93,31 @@ def action_from_couplings(path, lattice, field=None):
                   extra_offsets=attrs["extra_offsets"], field=field or attrs["field"])
 
 
-def write_couplings(path, action, write_path=None):
-    """A file holding /couplings of `action` (collective; each rank writes its block)."""
-    lattice = action.lattice
-    bf = BlockFile(path, "w", lattice, write_path or choose_write_path(lattice.comm))
+def write_couplings(path, action, write_path=None, mode="w", group="couplings"):
+    """/couplings of `action` (collective; each rank writes its block). mode "w" makes a new
+    couplings-only file, mode "a" writes into an existing one."""
+    write_coupling_blocks(path, action.lattice, action.couplings(), couplings_attrs(action), write_path, mode, group)
+
+
+def write_coupling_blocks(path, lattice, couplings: dict, attrs: dict, write_path=None, mode="w",
+                          group="couplings"):
+    """<group>/<family> from this rank's blocks (local_shape + trailing), with the group
+    attributes `attrs` (e.g. couplings_attrs). Collective over lattice.comm; datasets already in the
+    group are replaced."""
+    shape = tuple(lattice.shape)
+    bf = BlockFile(path, mode, lattice, write_path or choose_write_path(lattice.comm))
     try:
-        for fam, local in action.couplings().items():
+        for fam, local in couplings.items():
             local = np.asarray(local, dtype=float)
+            if local.shape[:lattice.ndim] != tuple(lattice.local_shape):
+                raise ValueError(f"couplings {fam}: a block of shape {local.shape}, not local_shape + trailing")
             trailing = local.shape[lattice.ndim:]
-            bf.create(f"couplings/{fam}", tuple(lattice.shape) + trailing, compression="gzip")
-            bf.write_blocks(f"couplings/{fam}", (), local)
-        bf.set_attrs(group="couplings", **couplings_attrs(action))
+            name = f"{group}/{fam}"
+            if bf.owns_file and name in bf.file:
+                del bf.file[name]
+            bf.create(name, shape + trailing, compression="gzip")
+            bf.write_blocks(name, (), local)
+        bf.set_attrs(group=group, **attrs)
     finally:
         bf.close()
 
