@@ -1,14 +1,19 @@
 """Checkpoints: hyperslab write, read back on another process grid / rank count, atomic replacement,
-clean errors, physics comparison. Tests marked mpi run on every rank."""
+clean errors, physics comparison; chains (`sample`) and trainers (replicas x domains, `learn`).
+Tests marked mpi run on every rank."""
 import os
 
 import h5py
 import numpy as np
 import pytest
+from mpi4py import MPI
 
 import qftml
+from qftml.collective import make_communicators
 from qftml.io.checkpoints import (CheckpointError, checkpoint_path, physics_differences, read_checkpoint,
-                              write_checkpoint)
+                                  read_checkpoint_state, read_trainer_checkpoint, write_checkpoint,
+                                  write_trainer_checkpoint)
+from qftml.learning.model import global_site_index
 
 PHYSICS = {"lattice": {"shape": [8, 8]}, "action": {"kappa": 0.3, "field": "real"}, "sampler": {"seed": 4}}
 
@@ -101,3 +106,69 @@ def test_physics_differences_list_every_changed_key():
                      "lattice.shape: checkpoint [8, 8], config [8, 4]",
                      "sampler.seed: checkpoint 4, config 5"]
     assert physics_differences(PHYSICS, PHYSICS) == []
+
+
+# ------------------------------------------------------------------------------ trainer checkpoints
+def _trainer_contents(comms, lat):
+    """A field, per-site arrays and scalars that encode where they belong (global index, replica)."""
+    x = global_site_index(lat).astype(float)
+    field = qftml.Field(lat)
+    field.local = x + 1000.0 * comms.replica + 0.1
+    arrays = {"couplings/w": np.stack([x / 7, -x / 3], axis=-1), "optimizer/m/a": x ** 2 / 11,
+              "couplings/b": np.array(0.1 + 1e-17 * 3), "optimizer/t": np.asarray(7)}
+    state = {"physics": PHYSICS, "epoch": 3, "shift": 1 / 3}
+    return field, state, {"sweeps": 100 + comms.replica, "step": 0.5 / (1 + comms.replica)}, arrays
+
+
+def _check_read(ck, comms, lat):
+    field, state, replica_state, arrays = _trainer_contents(comms, lat)
+    assert np.array_equal(ck.field, field.local)
+    assert ck.replica_state == replica_state
+    assert ck.state["epoch"] == 3 and ck.state["shift"] == 1 / 3 and ck.state["physics"] == PHYSICS
+    assert set(ck.arrays) == set(arrays)
+    for k, v in arrays.items():
+        assert np.array_equal(ck.arrays[k], v), k       # bit for bit, scalars too
+    assert int(ck.arrays["optimizer/t"]) == 7
+
+
+@pytest.mark.mpi
+def test_trainer_checkpoint_round_trip_and_fewer_ranks_per_replica(comm, tmp_path_factory):
+    """R replicas x domains write their blocks; the same ranks, and R ranks with one rank per
+    replica (world size >= 2), read back exactly what each replica wrote."""
+    path = os.path.join(shared_dir(comm, tmp_path_factory), "t.ckpt")
+    replicas = max(1, comm.size // 2)
+    comms = make_communicators(comm, replicas)
+    lat = qftml.Lattice((8, 6), comm=comms.domain)
+    write_trainer_checkpoint(path, comms, *_trainer_contents(comms, lat))
+    assert not os.path.exists(path + ".tmp")
+    _check_read(read_trainer_checkpoint(path, comms, lat), comms, lat)
+    with pytest.raises(CheckpointError, match="checkpoint of a trainer, not of a chain"):
+        read_checkpoint(path, lat)
+    assert read_checkpoint_state(path)["epoch"] == 3
+    sub = comm.Split(0 if comm.rank < replicas else 1, comm.rank)
+    if comm.size >= 2 and comm.rank < replicas:
+        small = make_communicators(sub, replicas)       # one rank per replica
+        lat1 = qftml.Lattice((8, 6), comm=small.domain)
+        assert lat1.local_shape == (8, 6)
+        _check_read(read_trainer_checkpoint(path, small, lat1), small, lat1)
+    sub.Free()
+    comm.Barrier()
+
+
+def test_trainer_checkpoint_rejects_another_replica_count_and_lattice(comm, tmp_path):
+    comms = make_communicators(MPI.COMM_SELF, 1)
+    lat = qftml.Lattice((8, 6), comm=comms.domain)
+    path = str(tmp_path / "t.ckpt")
+    write_trainer_checkpoint(path, comms, *_trainer_contents(comms, lat))
+
+    class Two:  # as if the resumed run had 2 replicas
+        replicas, replica = 2, 0
+    with pytest.raises(CheckpointError, match="has 1 replicas, not 2"):
+        read_trainer_checkpoint(path, Two, lat)
+    with pytest.raises(CheckpointError, match=r"fields of shape \(1, 8, 6\), but the lattice is \[1, 8, 8\]"):
+        read_trainer_checkpoint(path, comms, qftml.Lattice((8, 8), comm=comms.domain))
+    chain = str(tmp_path / "c.ckpt")
+    write_checkpoint(chain, _chain(comms.domain)[2].field, {"physics": PHYSICS, "sweep_index": 0, "step": 1.0,
+                                                            "n_records": 0})
+    with pytest.raises(CheckpointError, match="checkpoint of a chain, not of a trainer"):
+        read_trainer_checkpoint(chain, comms, lat)

@@ -69,3 +69,16 @@ def test_replicas_share_nodes_and_reproduce_the_single_lattice_result():
     np.testing.assert_allclose(shared.integrand, alone.integrand, rtol=1e-10)
     np.testing.assert_allclose(shared.integrand_error, alone.integrand_error, rtol=1e-8)
     assert shared.value == pytest.approx(alone.value, rel=1e-10)
+
+
+def test_node_streams_of_different_estimates_are_distinct():
+    """Issue 11: with seed + 1000 + e + 7919 (i + 1), node i at epoch e + 7919 reused the chain of
+    node i + 1 at epoch e. Streams are now derive_seed(seed, "ti_node", estimate, node)."""
+    from qftml.engine.rng import derive_seed
+
+    old = lambda e, i: 3 + 1000 + e + 7919 * (i + 1)  # noqa: E731
+    assert old(7919, 0) == old(0, 1)
+    estimates = [0, 1, 7919, 7920, FE.TARGET_STREAM]
+    seeds = [derive_seed(3, "ti_node", e, i) for e in estimates for i in range(16)]
+    assert len(set(seeds)) == len(seeds)
+    assert not set(seeds) & {derive_seed(3, "learn_chain", r) for r in range(16)}

@@ -13,8 +13,12 @@ The integral uses Gauss-Legendre nodes; each node is an independent Markov chain
 S_1 - S_0 has an autocorrelation-aware error (pyerrors Gamma method); the nodes' errors add in
 quadrature with the quadrature weights. The quadrature error is not included: check it by
 changing `nodes` (docs/learning.md does). With replicas the nodes are shared out round-robin.
+Node i of estimate `stream` runs on qftml.engine.rng.derive_seed(seed, "ti_node", stream, i): the
+caller numbers its estimates (`learn`: the epoch for F_S, TARGET_STREAM for F_A), so no two nodes
+of any two estimates share a chain.
 
 Exports:
+    TARGET_STREAM                     the stream id of a target's F_A (2^63: never an epoch)
     gauss_legendre(n) -> (t, weights) on [0, 1]
     default_reference(couplings, lattice) -> {"w": w0, "a": a0}
     free_energy_ti(lattice, couplings, ...) -> FreeEnergyResult(value, error, reference_value, t,
@@ -29,10 +33,12 @@ import numpy as np
 from mpi4py import MPI
 
 from qftml import exact
-from qftml.engine.action import Action
+from qftml.engine.action import FAMILIES, Action
+from qftml.engine.rng import derive_seed
 from qftml.engine.sampler import Sampler
+from qftml.stats.errors import mean_error
 
-FAMILIES = ("w", "g", "a", "b", "r")
+TARGET_STREAM = 2 ** 63
 
 
 def gauss_legendre(n: int):
@@ -65,24 +71,14 @@ def default_reference(couplings: dict, lattice) -> dict:
     return {"w": 0.0, "a": max(_global_mean(lattice, couplings["a"]), 0.5)}
 
 
-def _series_mean_error(series, name):
-    import pyerrors as pe
-
-    x = np.asarray(series, dtype=float)
-    if np.ptp(x) == 0:
-        return float(x.mean()), 0.0
-    obs = pe.Obs([x], [name])
-    obs.gamma_method()
-    return float(obs.value), float(obs.dvalue)
-
-
 def free_energy_ti(lattice, couplings: dict, extra_offsets=(), field: str = "real", reference: dict | None = None,
                    nodes: int = 8, samples: int = 200, thermalize: int = 200, sweeps_between: int = 1,
-                   seed: int = 0, algorithm: str = "metropolis", hits: int = 1, comms=None) -> FreeEnergyResult:
+                   seed: int = 0, algorithm: str = "metropolis", hits: int = 1, comms=None,
+                   stream: int = 0) -> FreeEnergyResult:
     """F_S of the action with local `couplings` (dict of local blocks or scalars) by thermodynamic integration.
 
-    comms: qftml.learning.gradient.Communicators (replicas share the nodes; collective over comms.world),
-    or None for a single chain per node on lattice.comm.
+    comms: qftml.collective.Communicators (replicas share the nodes; collective over comms.world),
+    or None for a single chain per node on lattice.comm. stream: which estimate this is (see above).
     """
     if field != "real":
         raise ValueError("free energies by thermodynamic integration need a real field (Gaussian reference)")
@@ -110,7 +106,8 @@ def free_energy_ti(lattice, couplings: dict, extra_offsets=(), field: str = "rea
             continue
         c = {f: (1 - t) * np.asarray(theta0[f], dtype=float) + t * np.asarray(full[f], dtype=float) for f in full}
         act = Action(lattice, c["w"], c["a"], c["b"], c["r"], g=c.get("g"), extra_offsets=extra_offsets, field=field)
-        sampler = Sampler(act, seed=int(seed) + 7919 * (i + 1), algorithm=algorithm, hits=hits, start="hot")
+        sampler = Sampler(act, seed=derive_seed(seed, "ti_node", stream, i), algorithm=algorithm, hits=hits,
+                          start="hot")
         sampler.thermalize(thermalize)
         local = np.empty(samples)
         for n in range(samples):
@@ -118,7 +115,7 @@ def free_energy_ti(lattice, couplings: dict, extra_offsets=(), field: str = "rea
             dens = act.gradient_densities(sampler.field)
             local[n] = sum(float(np.sum(delta[f] * dens[f])) for f in full if dens[f].size)
         lattice.comm.Allreduce(MPI.IN_PLACE, local)
-        mean[i], err[i] = _series_mean_error(local, f"ti_node{i}")
+        mean[i], err[i] = mean_error(local, f"ti_node{i}")
     if comms is not None and replicas > 1:
         comms.cross.Allreduce(MPI.IN_PLACE, mean)
         comms.cross.Allreduce(MPI.IN_PLACE, err)

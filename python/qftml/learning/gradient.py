@@ -166,18 +166,23 @@ class GradientEstimator:
 
     def add(self, field) -> None:
         t0 = time.perf_counter()
-        dens = self.action_s.gradient_densities(field)
-        s_loc = self._local_value(self.s_couplings, dens)
-        a_dens = dens if self.reuse_densities else self.target.gradient_densities(field)
-        a_loc = self._local_value(self.target_couplings, a_dens)
-        row = self.buffer[self.k]
-        for fam, tied, _, lo, hi in self.columns:
-            row[lo:hi] = dens[fam].sum() if tied else dens[fam].ravel()
-        self.local_d[self.k] = s_loc - a_loc
+        self.local_d[self.k] = self._fill_row(field, self.buffer[self.k])
         self.k += 1
         self.t_grad += time.perf_counter() - t0
         if self.k == self.batch:
             self._flush()
+
+    def _fill_row(self, field, row) -> float:
+        """The learned densities of S of one configuration into `row` (tied: local sums) and the
+        local value of S - A. The one place where the engine's fused pass (fill a preallocated row,
+        return the local action value) replaces the five density arrays of gradient_densities."""
+        dens = self.action_s.gradient_densities(field)
+        s_loc = self._local_value(self.s_couplings, dens)
+        a_dens = dens if self.reuse_densities else self.target.gradient_densities(field)
+        a_loc = self._local_value(self.target_couplings, a_dens)
+        for fam, tied, _, lo, hi in self.columns:
+            row[lo:hi] = dens[fam].sum() if tied else dens[fam].ravel()
+        return s_loc - a_loc
 
     def _flush(self) -> None:
         if self.k == 0:

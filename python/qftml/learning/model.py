@@ -5,6 +5,8 @@ Exports:
                                               .params (local blocks, tied: 0-d), the rest fixed;
                                               .action(), .project() (b >= b_floor), .stats()
     random_couplings(lattice, seed, ranges, extra_offsets)  reproducible random local blocks
+                                              (engine Philox, purpose "couplings_init")
+    global_site_index(lattice)                lexicographic global index of every local site
 """
 from __future__ import annotations
 
@@ -22,13 +24,24 @@ def _family_shape(lattice, family, n_extra):
     return lattice.local_shape
 
 
+def global_site_index(lattice) -> np.ndarray:
+    """Lexicographic global index (last axis fastest) of every site of this rank's block."""
+    coords = np.indices(lattice.local_shape, dtype=np.int64)
+    coords += np.asarray(lattice.local_offset, dtype=np.int64).reshape((-1,) + (1,) * lattice.ndim)
+    return np.ravel_multi_index(tuple(coords), tuple(lattice.shape)).astype(np.uint64)
+
+
 def random_couplings(lattice, seed: int, ranges: dict, extra_offsets=()) -> dict:
     """Local blocks of couplings drawn uniformly from ranges[family] = (lo, hi), or a constant.
 
-    The global array is drawn from numpy's PCG64 seeded by (seed, family index) on every rank, so
-    the couplings do not depend on the process grid (meant for volumes up to ~10^7 sites).
+    theta[x, k] = lo + (hi - lo) u with u = qftml.engine.rng.uniform(seed, "couplings_init", x,
+    c2 = family index in FAMILIES, c3 = k) at the global site index x (k: the link direction of w or
+    g, else 0): every rank draws only its own block and the couplings do not depend on the grid.
     """
+    from qftml.engine import rng
+
     n_extra = len(extra_offsets)
+    index = None
     out = {}
     for i, fam in enumerate(FAMILIES):
         spec = ranges.get(fam, 0.0)
@@ -38,9 +51,10 @@ def random_couplings(lattice, seed: int, ranges: dict, extra_offsets=()) -> dict
             out[fam] = float(spec)
             continue
         lo, hi = map(float, spec)
-        gshape = tuple(lattice.shape) + ((lattice.ndim,) if fam == "w" else (n_extra,) if fam == "g" else ())
-        arr = np.random.default_rng([seed, i]).uniform(lo, hi, size=gshape)
-        out[fam] = lattice.local_block(arr)
+        index = global_site_index(lattice) if index is None else index
+        k = lattice.ndim if fam == "w" else n_extra if fam == "g" else 0
+        u = [rng.uniform(seed, "couplings_init", index, i, c) for c in range(max(k, 1))]
+        out[fam] = lo + (hi - lo) * (np.stack(u, axis=-1) if k else u[0])
     return out
 
 

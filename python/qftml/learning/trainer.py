@@ -2,10 +2,16 @@
 
 Exports:
     Trainer(model, target, optimizer, comms, seed, samples, ...)   .run_epoch() -> EpochRecord
-                                              (optional natural gradient, element-wise step clipping)
+                                              (optional natural gradient, element-wise step clipping);
+                                              .checkpoint_contents() / .restore(TrainerCheckpoint)
     EpochRecord                               what one epoch measured
-    gather_global(lattice, local)             the global array on rank 0 (small volumes only)
-    gamma_error(series_per_replica)           mean and Gamma-method error (pyerrors), replicas pooled
+    normalisable_action(model, epoch)         model.action(), or ValueError naming the epoch and the fix
+    update_couplings(model, optimizer, grads, max_step) -> (clipped, projected)   one optimiser step,
+                                              the trust region |delta theta| <= max_step (0: off) and
+                                              the b floor: the normalisability guard (local counts)
+    model_arrays(model, optimizer) -> dict    learned couplings and optimiser state for a checkpoint
+    load_model_arrays(model, optimizer, arrays)   their inverse
+    gather_global(lattice, local)             the global array on rank 0 (tests, small volumes only)
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import numpy as np
 
 from qftml.collective import Communicators
 from qftml.engine.action import Action
-from qftml.engine.sampler import Sampler
+from qftml.learning.chains import PersistentChain
 from qftml.learning.gradient import GradientEstimator, GradientResult
 from qftml.learning.model import Model
 
@@ -48,11 +54,49 @@ class EpochRecord:
     clipped: int = 0          # couplings whose change was clipped to max_step this epoch
 
 
-class Trainer:
-    """Sample p, estimate dF/dtheta, update theta; one call of epoch() per epoch.
+def normalisable_action(model: Model, epoch: int) -> Action:
+    try:
+        return model.action()
+    except ValueError as e:
+        raise ValueError(f"epoch {epoch}: the learned couplings left the normalisable region ({e}); "
+                         "lower training.lr or set training.b_floor > 0") from None
 
-    Each replica's chain continues across epochs (a new Sampler with start="keep" on the same
-    field; the global sweep counter is carried so random numbers never repeat).
+
+def update_couplings(model: Model, optimizer, grads: dict, max_step: float = 0.0):
+    """optimizer.step on model.params, each change clipped to +-max_step (element-wise, hence local
+    and independent of the process grid), then b >= b_floor. Returns (clipped on this rank,
+    projected over the domain)."""
+    old = {k: v.copy() for k, v in model.params.items()} if max_step > 0 else None
+    optimizer.step(model.params, grads)
+    clipped = 0
+    if old is not None:
+        for k, v in model.params.items():
+            delta = v - old[k]
+            big = np.abs(delta) > max_step
+            if np.any(big):
+                v[...] = old[k] + np.clip(delta, -max_step, max_step)
+            clipped += int(np.count_nonzero(big))
+    return clipped, model.project()
+
+
+def model_arrays(model: Model, optimizer) -> dict:
+    """{"couplings/<family>": learned block or 0-d, "optimizer/<key>": state} (checkpoint arrays)."""
+    out = {f"couplings/{k}": v for k, v in model.params.items()}
+    out.update({f"optimizer/{k}": np.asarray(v) for k, v in optimizer.state_dict().items()})
+    return out
+
+
+def load_model_arrays(model: Model, optimizer, arrays: dict) -> None:
+    for fam in model.params:
+        model.params[fam][...] = arrays[f"couplings/{fam}"]
+    optimizer.load_state_dict({k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")})
+
+
+class Trainer:
+    """Sample p, estimate dF/dtheta, update theta; one call of run_epoch() per epoch.
+
+    Each replica's chain (a PersistentChain, stream derive_seed(seed, "learn_chain", replica))
+    continues across epochs.
     """
 
     def __init__(self, model: Model, target: Action, optimizer, comms: Communicators, seed: int,
@@ -64,66 +108,35 @@ class Trainer:
             raise ValueError(f"training.samples must be >= 2, got {samples}")
         self.model, self.target, self.optimizer, self.comms = model, target, optimizer, comms
         comms.connect(model.lattice)
-        self.seed = int(seed) + 104729 * comms.replica  # own RNG stream per replica
+        self.chain = PersistentChain(comms, seed, "learn_chain", algorithm=algorithm, hits=hits, step=step,
+                                     start=start, thermalize=thermalize,
+                                     thermalize_after_update=thermalize_after_update, tune=tune)
         self.samples, self.sweeps_between = int(samples), int(sweeps_between)
-        self.thermalize, self.thermalize_after_update = int(thermalize), int(thermalize_after_update)
-        self.algorithm, self.hits, self.step, self.start, self.tune = algorithm, int(hits), float(step), start, tune
         if precondition not in ("none", "fisher"):
             raise ValueError(f"training.precondition must be 'none' or 'fisher', got {precondition!r}")
         self.precondition, self.damping, self.damping_mode = precondition, float(damping), damping_mode
         self.max_step = float(max_step)  # > 0: clip every coupling's change per epoch (a trust region)
-        self.clipped = 0
         self.estimator = GradientEstimator(model, target, comms, fisher=precondition == "fisher")
-        self.field = None
-        self.sweeps = 0
         self.epoch = 0
         self.shift = 0.0
 
+    seed = property(lambda self: self.chain.seed)
+    field = property(lambda self: self.chain.field)
+
     def current_action(self) -> Action:
-        try:
-            return self.model.action()
-        except ValueError as e:
-            raise ValueError(f"epoch {self.epoch}: the learned couplings left the normalisable region ({e}); "
-                             "lower training.lr or set training.b_floor > 0") from None
+        return normalisable_action(self.model, self.epoch)
 
     def run_epoch(self) -> EpochRecord:
         t0 = time.perf_counter()
         action = self.current_action()
-        first = self.field is None
-        sampler = Sampler(action, seed=self.seed, algorithm=self.algorithm, hits=self.hits, step=self.step,
-                          start=self.start if first else "keep", field=self.field)
-        if first:
-            self.field = sampler.field
-        sampler.sweep_index = self.sweeps
-        n_therm = self.thermalize if first else self.thermalize_after_update
-        if n_therm:
-            sampler.thermalize(n_therm, tune=self.tune and self.algorithm == "metropolis")
-        sampler.reset_counters()
         self.estimator.begin(action, self.shift)
-        for _ in range(self.samples):
-            sampler.sweep(self.sweeps_between)
-            self.estimator.add(self.field)
-        acc = sampler.acceptance()
-        if self.comms.replicas > 1:
-            acc = self.comms.cross.allreduce(acc) / self.comms.replicas
-        self.step, self.sweeps = sampler.step, sampler.sweep_index
+        acc = self.chain.run(action, self.samples, self.sweeps_between, self.estimator.add)
         result = self.estimator.finish()
         self.shift = result.mean_s_minus_a
         lr = self.optimizer.lr()
         norms = result.norms(self.model.lattice.comm)
         grads = result.natural_grads(self.damping, self.damping_mode) if self.precondition == "fisher" else result.grads
-        old = {k: v.copy() for k, v in self.model.params.items()} if self.max_step > 0 else None
-        self.optimizer.step(self.model.params, grads)
-        clipped_before = self.clipped
-        if old is not None:
-            # element-wise, hence local and independent of the process grid
-            for k, v in self.model.params.items():
-                delta = v - old[k]
-                big = np.abs(delta) > self.max_step
-                if np.any(big):
-                    v[...] = old[k] + np.clip(delta, -self.max_step, self.max_step)
-                self.clipped += int(np.count_nonzero(big))
-        projected = self.model.project()
+        clipped, projected = update_couplings(self.model, self.optimizer, grads, self.max_step)
         self.epoch += 1
         total = time.perf_counter() - t0
         timings = dict(result.timings)
@@ -132,17 +145,15 @@ class Trainer:
         return EpochRecord(epoch=self.epoch - 1, lr=lr, a_minus_s=-result.mean_s_minus_a,
                            a_minus_s_err=float(np.sqrt(result.var_s_minus_a / result.n)), grad_norms=norms,
                            stats=self.model.stats(), acceptance=acc, timings=timings, projected=projected,
-                           result=result, clipped=self.model.lattice.comm.allreduce(self.clipped - clipped_before))
+                           result=result, clipped=self.model.lattice.comm.allreduce(clipped))
 
+    def checkpoint_contents(self):
+        """(field, shared state, this replica's state, arrays) for write_trainer_checkpoint."""
+        return (self.chain.field, {"epoch": self.epoch, "shift": self.shift}, self.chain.state(),
+                model_arrays(self.model, self.optimizer))
 
-def gamma_error(series_per_replica, name="A_minus_S"):
-    """Mean and autocorrelation-aware error (pyerrors Gamma method) of a series given per replica."""
-    import pyerrors as pe
-
-    series = [np.asarray(s, dtype=float) for s in series_per_replica if len(s)]
-    if all(np.ptp(s) == 0 for s in series):
-        return float(np.mean(np.concatenate(series))), 0.0
-    names = [f"{name}|r{i}" for i in range(len(series))] if len(series) > 1 else [name]
-    obs = pe.Obs(series, names)
-    obs.gamma_method()
-    return float(obs.value), float(obs.dvalue)
+    def restore(self, ckpt) -> None:
+        """Continue from a qftml.io.checkpoints.TrainerCheckpoint."""
+        load_model_arrays(self.model, self.optimizer, ckpt.arrays)
+        self.chain.restore(ckpt.field, self.model.lattice, ckpt.replica_state)
+        self.epoch, self.shift = int(ckpt.state["epoch"]), float(ckpt.state["shift"])
