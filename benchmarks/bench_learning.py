@@ -8,6 +8,8 @@ Setup: 64^2 lattice, inhomogeneous S (w, a, b per site/link) learning the homoge
 epoch (thermalisation) is not timed. "gradient" is the densities of S and A, the local sums and
 (with the Fisher preconditioner) the site blocks; "communication" is the allreduce per batch and
 per epoch (plus the halo refresh when A has links S lacks); "sampling" is the rest (sweeps).
+"checkpoint" is one trainer checkpoint (qftml.learning.driver.save_trainer: couplings, optimiser
+state and the field as hyperslabs, fsync, atomic rename), median of 3.
 """
 import os
 import subprocess
@@ -38,10 +40,32 @@ def row(epochs=5, precondition="fisher"):
         acc += [rec.timings[k] for k in keys]
     comm.Allreduce(MPI.IN_PLACE, acc, op=MPI.MAX)  # the slowest rank sets the pace
     acc /= epochs
+    ckpt = _checkpoint_seconds(trainer, comms)
     if comm.rank == 0:
         s, g, c, t = acc
         print(f"| {comm.size} | {precondition} | {t * 1e3:.1f} | {s * 1e3:.1f} | {g * 1e3:.1f} | {c * 1e3:.2f} | "
-              f"{100 * (g + c) / t:.1f}% |", flush=True)
+              f"{100 * (g + c) / t:.1f}% | {ckpt * 1e3:.1f} |", flush=True)
+
+
+def _checkpoint_seconds(trainer, comms, repeats=3):
+    import shutil
+    import tempfile
+    import time
+
+    from mpi4py import MPI
+
+    from qftml.learning.driver import save_trainer
+
+    tmp = comms.world.bcast(tempfile.mkdtemp() if comms.world.rank == 0 else None, root=0)
+    times = []
+    for _ in range(repeats):
+        comms.world.Barrier()
+        t0 = time.perf_counter()
+        save_trainer(f"{tmp}/bench.ckpt", trainer, comms, {"bench": True}, {})
+        times.append(comms.world.allreduce(time.perf_counter() - t0, op=MPI.MAX))
+    if comms.world.rank == 0:
+        shutil.rmtree(tmp)
+    return sorted(times)[len(times) // 2]
 
 
 def main():
@@ -52,8 +76,8 @@ def main():
     here = os.path.abspath(__file__)
     bindir = os.path.dirname(sys.executable)
     print("| ranks | preconditioner | epoch [ms] | sampling [ms] | gradient [ms] | communication [ms] | "
-          "gradient + comm. |")
-    print("|---|---|---|---|---|---|---|", flush=True)
+          "gradient + comm. | checkpoint [ms] |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
     for n in (1, 2):
         code = subprocess.call([os.path.join(bindir, "mpiexec"), "-n", str(n), sys.executable, here, "--row"],
                                stdin=subprocess.DEVNULL)

@@ -15,6 +15,7 @@ from qftml.learning import free_energy as FE
 from qftml import learning as L
 from qftml.collective import make_communicators
 from qftml.learning import optimizers as O
+from qftml.stats import errors
 SHAPE = (8, 8)
 WS, AS = 0.4, 1.2      # model S (Gaussian)
 WA, AA = 0.5, 1.25     # target A (Gaussian)
@@ -90,7 +91,7 @@ def test_bound_estimate_matches_exact_and_lies_above_f_a():
         sampler.sweep(1)
         est.add(sampler.field)
     res = est.finish()
-    a_minus_s, a_minus_s_err = L.gamma_error([-res.series])
+    a_minus_s, a_minus_s_err = errors.mean_error(-res.series, "A_minus_S")
     f_s = FE.free_energy_ti(lat, model.local_couplings(), nodes=6, samples=400, thermalize=50,
                             algorithm="heatbath", seed=4)
     f, df = FE.variational_bound(a_minus_s, a_minus_s_err, f_s)
@@ -333,3 +334,149 @@ def test_learn_command_rejects_replicas_not_dividing_ranks(tmp_path, capsys):
     cfg.write_text(CONFIG.format(path=tmp_path / "out.h5"))
     assert _run_cli([str(cfg), "--quiet", "--replicas", str(MPI.COMM_WORLD.size + 1)]) == 2
     assert "divide" in capsys.readouterr().err
+
+
+def _shared_dir(comm, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("learn")) if comm.rank == 0 else None
+    return comm.bcast(path, root=0)
+
+
+def _learn(comm, cfg_file, path, replicas, *overrides, resume=False):
+    from qftml.learning.driver import load_learn_config, run_learn
+
+    cfg = load_learn_config(cfg_file, [f"output.path='{path}'", *overrides], comm)
+    return run_learn(cfg, replicas=replicas, resume=resume, quiet=True, comm=comm)
+
+
+def _copy_run(comm, src, dst):
+    import shutil
+
+    if comm.rank == 0:
+        shutil.copy(src, dst)
+        shutil.copy(src + ".ckpt", dst + ".ckpt")
+    comm.Barrier()
+
+
+def _read_run(path):
+    import h5py
+
+    with h5py.File(path) as f:
+        return {k: f[k][()] for k in ("couplings/w", "couplings/a", "history/a_minus_s", "history/couplings/a/std",
+                                      "free_energy/F", "free_energy/epoch")}
+
+
+@pytest.mark.mpi
+def test_learn_resumes_bitwise_on_the_same_ranks_and_on_fewer_ranks_per_replica(tmp_path_factory):
+    """R replicas x 2 ranks: a run interrupted after 3 epochs and resumed on the same ranks equals
+    the uninterrupted run bit for bit; resumed on one rank per replica it agrees to rounding (the
+    chains do not depend on the grid; the allreduce sums of S - A round differently: rtol 1e-9 as
+    for process grids)."""
+    world = MPI.COMM_WORLD
+    if world.size == 1:
+        pytest.skip("needs at least 2 ranks: resuming on fewer ranks per replica")
+    replicas = world.size // 2
+    d = _shared_dir(world, tmp_path_factory)
+    cfg = f"{d}/learn.toml"
+    if world.rank == 0:
+        with open(cfg, "w") as f:
+            f.write(CONFIG.format(path=f"{d}/unused.h5"))
+    world.Barrier()
+    full = _learn(world, cfg, f"{d}/full.h5", replicas)
+    assert full.epochs == 6
+    _learn(world, cfg, f"{d}/part.h5", replicas, "training.epochs=3")
+    for name in ("same", "fewer"):
+        _copy_run(world, f"{d}/part.h5", f"{d}/{name}.h5")
+    _learn(world, cfg, f"{d}/same.h5", replicas, resume=True)
+    sub = world.Split(0 if world.rank < replicas else 1, world.rank)
+    if world.rank < replicas:
+        _learn(sub, cfg, f"{d}/fewer.h5", replicas, resume=True)
+    sub.Free()
+    world.Barrier()
+    if world.rank == 0:
+        ref, same, fewer = (_read_run(f"{d}/{n}.h5") for n in ("full", "same", "fewer"))
+        assert list(ref["free_energy/epoch"]) == [0, 3, 5]
+        for k, v in ref.items():  # the interrupted run also estimated F at its own end (epoch 2)
+            np.testing.assert_array_equal(same[k][[0, 2, 3]] if k.startswith("free") else same[k], v, err_msg=k)
+        assert np.ptp(ref["couplings/a"]) > 0
+        for k in ("couplings/w", "couplings/a", "history/a_minus_s", "history/couplings/a/std"):
+            np.testing.assert_allclose(fewer[k], ref[k], rtol=1e-9, atol=1e-12, err_msg=k)
+        np.testing.assert_allclose(fewer["free_energy/F"][[0, 2, 3]], ref["free_energy/F"], rtol=1e-9)
+    world.Barrier()
+
+
+def test_learn_command_writes_plots_and_rejects_a_resume_with_other_physics(tmp_path, capsys):
+    import matplotlib.image as mpimg
+
+    cfg = tmp_path / "learn.toml"
+    cfg.write_text(CONFIG.format(path=tmp_path / "run.h5"))
+    assert _run_cli([str(cfg), "--set", "output.plots=true", "--set", "training.epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert "learned 2 epochs" in out and "bound at epoch 1" in out
+    for name in ("run_couplings.png", "run_histograms.png"):
+        img = mpimg.imread(tmp_path / name)
+        assert img.shape[0] > 200 and np.ptp(img) > 0          # a picture with content
+        assert f"wrote {tmp_path / name}" in out
+    assert _run_cli([str(cfg), "--quiet", "--resume", "--set", "model.seed=2"]) == 2
+    assert "model.seed: checkpoint 1, config 2" in capsys.readouterr().err
+    assert _run_cli([str(cfg), "--quiet", "--resume", "--set", f"output.path='{tmp_path / 'none.h5'}'"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_history_appends_rows_and_truncates_for_a_resume(tmp_path):
+    from qftml.io.history import History, read_history
+
+    h = History(tmp_path / "h.h5", MPI.COMM_SELF, per_epoch=("history",), sparse=("free_energy",))
+    assert not h.exists()
+    h.create({"command": "test"})
+    for e in range(5):
+        h.append({"epoch": e, "couplings/w/mean": 0.5 * e})
+        if e % 2 == 0:
+            h.append({"epoch": e, "F": -e}, "free_energy")
+    h.set_attrs("free_energy", {"F_A": -3.0})
+    h.truncate(3)
+    hist, fe = read_history(tmp_path / "h.h5"), read_history(tmp_path / "h.h5", "free_energy")
+    assert list(hist["epoch"]) == [0, 1, 2] and list(hist["couplings/w/mean"]) == [0.0, 0.5, 1.0]
+    assert list(fe["epoch"]) == [0, 2] and list(fe["F"]) == [0.0, -2.0]
+    h.append({"epoch": 3, "couplings/w/mean": 7.0})
+    assert list(read_history(tmp_path / "h.h5")["couplings/w/mean"]) == [0.0, 0.5, 1.0, 7.0]
+
+
+def test_comparison_of_two_chains_of_a_gaussian_action_matches_the_exact_propagator():
+    from qftml.learning.driver import compare_observables
+
+    lat = qftml.Lattice(SHAPE, comm=MPI.COMM_SELF)
+    comms = make_communicators(MPI.COMM_SELF, 1)
+    comms.connect(lat)
+    act = qftml.Action(lat, WA, AA, 0.0, 0.0)
+    table = compare_observables(lat, act, act, 1500, 1, {"seed": 2, "algorithm": "heatbath", "hits": 1, "step": 1.0,
+                                                          "thermalize": 50}, comms)
+    g = exact.gaussian_propagator(SHAPE, WA, AA)
+    for name, want in (("phi2", g[0, 0]), ("link_nn", g[1, 0])):
+        s, ds, a, da = table[name]
+        assert ds > 0 and da > 0 and s != a                     # two different chains
+        assert abs(s - want) < 4 * ds and abs(a - want) < 4 * da, (name, table[name], want)
+    assert np.isnan(table["link_extra"]).all()                  # A has no extra links
+
+
+def test_random_couplings_are_uniform_and_reproducible():
+    lat = qftml.Lattice((16, 16), comm=MPI.COMM_SELF)
+    c = L.random_couplings(lat, 3, {"w": (0.5, 1.5), "a": (1.0, 2.0), "b": 0.2}, ())
+    assert c["w"].shape == (16, 16, 2) and c["a"].shape == (16, 16) and c["b"] == 0.2
+    for v, lo in ((c["w"], 0.5), (c["a"], 1.0)):
+        assert v.min() >= lo and v.max() < lo + 1
+        assert abs(v.mean() - (lo + 0.5)) < 4 * np.sqrt(1 / 12 / v.size)
+    assert abs(np.corrcoef(c["w"][..., 0].ravel(), c["w"][..., 1].ravel())[0, 1]) < 4 / 16
+    again = L.random_couplings(lat, 3, {"w": (0.5, 1.5), "a": (1.0, 2.0)}, ())
+    np.testing.assert_array_equal(again["w"], c["w"])
+    assert not np.array_equal(L.random_couplings(lat, 4, {"a": (1.0, 2.0)})["a"], c["a"])
+
+
+@pytest.mark.mpi
+def test_random_couplings_do_not_depend_on_the_process_grid():
+    world = MPI.COMM_WORLD
+    lat = qftml.Lattice((8, 12), comm=world)
+    ranges = {"w": (0.5, 1.5), "g": (-0.1, 0.1), "a": (1.0, 2.0)}
+    local = L.random_couplings(lat, 7, ranges, extra_offsets=[[1, 1], [1, -1]])
+    solo = L.random_couplings(qftml.Lattice((8, 12), comm=MPI.COMM_SELF), 7, ranges, extra_offsets=[[1, 1], [1, -1]])
+    for fam in ("w", "g", "a"):
+        np.testing.assert_array_equal(local[fam], solo[fam][lat.local_slices])

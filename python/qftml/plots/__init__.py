@@ -1,5 +1,6 @@
 """PNG plots (matplotlib, Agg): ensemble (history, histogram, correlator, configuration), reweighting
-(observables, ESS and average phase along a scan, correlators).
+(observables, ESS and average phase along a scan, correlators), learning (couplings vs epoch and
+histograms of a trainer's output).
 
 Exports:
     save_figure(fig, path, dpi=110) -> path   tight layout, write the PNG, release the figure
