@@ -6,12 +6,18 @@ Exports:
     on_root(comm, fn, errors)   fn() on rank 0 only, its result broadcast; an exception of a type in
                                 `errors` raised there is raised again, same type and message, on every
                                 rank (so all ranks agree on a verdict without all touching the file)
+    TAGS                        {user: base tag} of the driver's point-to-point messages; a user owns
+                                the tags base .. base + 15 (the engine's own tags: cpp/comms/tags.hpp)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from mpi4py import MPI
+
+TAGS = {
+    "halo_pad": 7310,       # qftml.rg.inverse.halo_pad: base + 2 mu (to +mu), base + 2 mu + 1 (to -mu)
+}
 
 
 def on_root(comm, fn, errors):

@@ -31,6 +31,8 @@ Exports:
     primary_observables(obs, volume, shape)  per-configuration primaries from stored observables
     reweight(delta, primaries, ...)          one target point
     reweight_scan(deltas, primaries, ..., progress=False, quiet=False)   several points (rows of deltas)
+    normalized_weights(delta) -> (w, ess)    real A - S: w_i = e^{-delta_i} / sum_j e^{-delta_j}
+                                             (log-sum-exp shift) and the Kish ESS 1 / sum w_i^2
     ReweightError            bad input (empty ensembles, shape mismatches, non-finite A - S)
 """
 from __future__ import annotations
@@ -327,3 +329,15 @@ def reweight_scan(deltas, primaries: dict, *, params=None, progress=False, quiet
     if bar is not None:
         bar.close()
     return points
+
+
+def normalized_weights(delta):
+    """Normalised reweighting weights of a real A - S (one number per configuration) and their Kish
+    effective sample size: w_i = exp(-delta_i - max_j(-delta_j)), w /= sum w, ess = 1 / sum w^2.
+
+    The estimator of reweight() for code that needs the weights themselves (e.g. many reweighted
+    averages of one ensemble along a coupling, qftml.stats.finite_size)."""
+    logw = -np.asarray(delta, dtype=float)
+    w = np.exp(logw - logw.max())
+    w = w / w.sum()
+    return w, float(1.0 / np.sum(w * w))
