@@ -1,12 +1,17 @@
-"""The inverse RG (qftml.rg.inverse): exact right inverse, decomposition-independent upscaling,
-a trained filter against the exact Gaussian propagator, gradients, errors, HDF5 round trip."""
+"""The inverse RG (qftml.rg.inverse, qftml.rg.pipeline): exact right inverse, decomposition-independent
+upscaling, a trained filter against the exact Gaussian propagator, gradients, errors, HDF5 round
+trip, engine observables of upscaled blocks, and the `qftml irg` pipeline end to end (result
+dataclass = results file, config errors, preemption and --resume)."""
+import json
+import os
+
 import numpy as np
 import pytest
 from mpi4py import MPI
 
 import qftml
 from qftml.exact import gaussian_kernel
-from qftml.rg.inverse import InverseRG, halo_pad, local_observables
+from qftml.rg.inverse import ConfigurationMeasure, InverseRG, halo_pad, upscaling_noise
 from qftml.rg.blocking import block_ensemble, block_local
 
 
@@ -143,17 +148,53 @@ def test_trained_filter_reproduces_the_gaussian_propagator_at_low_momenta():
     assert abs(p2.mean(0)[0, 1] - 1 / K[0, 1]) > 4 * p2.std(0)[0, 1] / np.sqrt(len(p2))
 
 
-def test_local_observables_match_the_engine():
-    lat = _self_lattice((8, 8))
-    phi = np.random.default_rng(3).normal(size=(8, 8))
-    f = qftml.Field(lat)
-    f.local = phi
-    act = qftml.Action.homogeneous(lat, 1.0, -0.9, 0.7, 0.1)
-    ref = qftml.measure(f, act)
-    got = local_observables(lat, phi, 1.0, -0.9, 0.7, 0.1)
-    for k in ("M", "sum_phi2", "sum_phi4", "action", "sum_links_nn"):
-        assert np.isclose(got[k], ref[k], rtol=1e-12), k
-    np.testing.assert_allclose(got["slice_sums"], ref["slice_sums"], rtol=1e-12)
+def _numpy_observables(phi, kappa, mu2, lam, h):
+    """M, sum phi^2, sum phi^4, nearest-neighbour link sum, action and slice sums of a global 2D field."""
+    links = sum(np.vdot(phi, np.roll(phi, -1, axis=mu)) for mu in range(phi.ndim))
+    a = 0.5 * (mu2 + 2 * phi.ndim * kappa)
+    s2, s4 = np.sum(phi ** 2), np.sum(phi ** 4)
+    return {"M": phi.sum(), "sum_phi2": s2, "sum_phi4": s4, "sum_links_nn": links,
+            "action": -kappa * links + a * s2 + 0.25 * lam * s4 - h * phi.sum(), "slice_sums": phi.sum(axis=1)}
+
+
+def _check_measure(lat, phis, couplings):
+    measure = ConfigurationMeasure(lat, *couplings)
+    for phi in phis:                       # one Field for all: every set_local refreshes the ghosts
+        got = measure(lat.local_block(phi))
+        ref = _numpy_observables(phi, *couplings)
+        for k in ("M", "sum_phi2", "sum_phi4", "action", "sum_links_nn"):
+            assert np.isclose(got[k], ref[k], rtol=1e-12), k
+        np.testing.assert_allclose(got["slice_sums"], ref["slice_sums"], rtol=1e-12, atol=1e-12)
+        assert got["m"] == got["M"] / lat.volume and got["m2"] == got["m"] ** 2
+
+
+def test_configuration_measure_is_the_homogeneous_theory_of_the_block():
+    rng = np.random.default_rng(3)
+    _check_measure(_self_lattice((8, 12)), rng.normal(size=(3, 8, 12)), (1.0, -0.9, 0.7, 0.1))
+
+
+@pytest.mark.mpi
+def test_configuration_measure_on_every_process_grid(comm):
+    rng = np.random.default_rng(4)
+    phis = rng.normal(size=(2, 16, 16))
+    for grid in _grids(comm.size):
+        _check_measure(qftml.Lattice((16, 16), comm=comm, grid=grid), phis, (0.9, -0.5, 0.4, -0.2))
+
+
+def test_upscaling_noise_is_the_engine_philox_and_has_unit_variance():
+    from qftml.engine import rng
+
+    idx = np.arange(200000, dtype=np.uint64)
+    eta = upscaling_noise(4, idx, 7, 2)
+    np.testing.assert_array_equal(eta, (rng.uniform(4, "irg_noise", idx, c2=7, c3=2) - 0.5) * np.sqrt(12.0))
+    n = len(eta)
+    assert abs(eta.mean()) < 5 / np.sqrt(n) and abs(eta.var() - 1) < 5 * np.sqrt(0.8 / n)   # var(eta^2) = 4/5
+    assert np.abs(eta).max() <= np.sqrt(3)
+    # every counter is its own stream
+    assert not np.array_equal(eta[:100], upscaling_noise(4, idx[:100], 8, 2))
+    assert not np.array_equal(eta[:100], upscaling_noise(4, idx[:100], 7, 3))
+    with pytest.raises(ValueError, match="counter"):
+        upscaling_noise(4, idx[:2], 2 ** 32, 0)
 
 
 def _grids(size):
@@ -176,9 +217,8 @@ def test_upscaling_is_bitwise_independent_of_the_process_grid(comm):
         assert np.array_equal(up, np.stack([fl.local_block(r) for r in ref]))
         fl2, up2 = model.upscale(fl, up, seed=11, first_config=5, level=3)    # a second step
         assert np.array_equal(up2, np.stack([fl2.local_block(r) for r in ref2]))
-        obs = local_observables(fl2, up2[0])
-        assert np.isclose(obs["sum_links_nn"], local_observables(_self_lattice((64, 64)), ref2[0])["sum_links_nn"],
-                          rtol=1e-12)
+        obs = ConfigurationMeasure(fl2)(up2[0])     # the engine's reproducible sums: equal bit for bit
+        assert obs["sum_links_nn"] == ConfigurationMeasure(_self_lattice((64, 64)))(ref2[0])["sum_links_nn"]
 
 
 @pytest.mark.mpi
@@ -203,27 +243,9 @@ def test_filter_larger_than_the_local_block_is_an_error_on_every_rank(comm):
         InverseRG(b=2, size=14).upscale(lat, np.zeros((1,) + lat.local_shape))
 
 
-def test_mu2_reweighting_matches_the_exact_gaussian_susceptibility():
-    """qftml.stats.finite_size on exact Gaussian draws (lam = 0): <m^2>(mu2') = 1 / (V K(0)) = 1 / (V mu2'),
-    reweighted from mu2 = 0.3 to 0.27 and 0.33, within 4 jackknife errors."""
-    from qftml.stats import finite_size as critical
-    L, mu2 = 8, 0.3
-    cfg, _ = _gaussian_ensemble(L, 1.0, 0.5 * (mu2 + 4.0), 6000, 11)
-    m = cfg.mean(axis=(1, 2))
-    obs = {"abs_m": np.abs(m), "m2": m ** 2, "m4": m ** 4, "sum_phi2": np.sum(cfg ** 2, axis=(1, 2))}
-    series = critical.Series("gauss", obs, L * L, L, mu2)
-    for target in (0.27, 0.3, 0.33):
-        val, err, _ = critical.jackknife(lambda idx: critical.moments(series, target - mu2, idx[0])["m2"], [series])
-        assert abs(val - 1 / (L * L * target)) < 4 * err, (target, val, err)
-        # U of a Gaussian zero mode is 0 (<m^4> = 3 <m^2>^2)
-        u, du, _ = critical.jackknife(lambda idx: critical.moments(series, target - mu2, idx[0])["U"], [series])
-        assert abs(u) < 4 * du
-    assert abs(critical.fss_slope([8, 16, 32], [2.0 * 8 ** 1.75, 2.0 * 16 ** 1.75, 2.0 * 32 ** 1.75]) - 1.75) < 1e-12
-
-
 def test_irg_command_end_to_end(tmp_path):
     """A tiny `qftml irg` run: direct 4^2 and 8^2 chains, training, 8 -> 16 -> 32, ordinary ensemble
-    files per level, results file with the exponent table; indivisible L is exit status 2."""
+    files per level, results file with the exponent table, plots; indivisible L is exit status 2."""
     import h5py
 
     from qftml.cli import main
@@ -244,11 +266,12 @@ seed = 2
 levels = 2
 upscale_configs = 3
 n_bins = 5
-plots = false
 [output]
 path = "{tmp_path / 'out' / 'r.h5'}"
 """)
     assert main(["irg", str(cfg), "--quiet"]) == 0
+    for name in ("configs", "fss", "flow"):
+        assert (tmp_path / "out" / f"r_{name}.png").read_bytes()[:4] == b"\x89PNG"
     obs = read_observables(str(tmp_path / "out" / "r_L32.h5"))
     assert len(obs["m"]) == 3 and obs["slice_sums"].shape == (3, 32)
     assert read_attrs(str(tmp_path / "out" / "r_L32.h5"))["lattice"]["shape"] == [32, 32]
@@ -305,3 +328,116 @@ path = "{tmp_path / 'r.h5'}"
     assert np.isclose(main_pair["dgamma_nu"], table[("gamma/nu", "upscaled FSS")][1], rtol=1e-3)
     # L / b^(1 + extra_pairs) must stay >= 4: exit status 2 with a clear message
     assert main(["irg", str(cfg), "--quiet", "--set", "irg.extra_pairs=2"]) == 2
+
+
+_TINY = """
+[lattice]
+shape = [8, 8]
+[action]
+mu2 = -0.94
+[sampler]
+sweeps = 2000
+thermalize = 200
+every = 10
+seed = 5
+checkpoint_every = 500
+[irg]
+levels = 1
+upscale_configs = 2
+n_bins = 4
+plots = false
+[output]
+path = "{path}"
+"""
+
+
+def _tiny(tmp_path, name="r"):
+    cfg = tmp_path / f"{name}.toml"
+    cfg.write_text(_TINY.format(path=tmp_path / f"{name}.h5"))
+    return cfg
+
+
+def _same(a, b):
+    """Equal, NaN counting as equal to NaN (a pair without crossing has NaN errors)."""
+    return np.array_equal(np.asarray(a, dtype=float), np.asarray(b, dtype=float), equal_nan=True)
+
+
+def test_pipeline_result_is_what_the_results_file_holds(tmp_path):
+    import h5py
+
+    from qftml.rg.pipeline import load_irg_config, run_irg
+
+    res = run_irg(load_irg_config(_tiny(tmp_path)), comm=MPI.COMM_SELF, quiet=True, log=lambda msg: None)
+    with h5py.File(res.paths["results"], "r") as f:
+        for key in ("mu2_c", "dmu2_c", "mu2_star", "zeta", "dzeta", "gain", "train_mse", "noise_sigma",
+                    "zero_mode_check"):
+            assert _same(f.attrs[key], getattr(res, key)), key
+        assert _same((f.attrs["flow_slope"], f.attrs["dflow_slope"]), (res.flow["slope"], res.flow["dslope"]))
+        assert json.loads(f.attrs["timings"]) == res.timings
+        assert {k: tuple(v) for k, v in json.loads(f.attrs["tau_int_abs_m"]).items()} == res.tau_int
+        table = f["exponents"][:]
+        assert [(e[0].decode(), e[1].decode()) for e in table] == [(e.name, e.method) for e in res.exponents]
+        assert _same([list(e)[2:] for e in table], [(e.value, e.error, e.exact) for e in res.exponents])
+        pairs = f["pairs"][:]
+        assert len(pairs) == len(res.pairs) == 1
+        for q in ("mu2_c", "U_c", "lambda", "nu", "gamma_nu", "beta_nu"):
+            assert _same((pairs[0][q], pairs[0]["d" + q]), res.pairs[0][q]), q
+        assert list(f["levels/L"][:]) == list(res.levels["L"]) == [8.0, 16.0]
+        for k, dd in res.levels["per_level"].items():
+            for q, v in dd.items():
+                assert np.array_equal(f[f"levels/L{int(res.levels['L'][k])}/{q}"][:], v), (k, q)
+        assert json.loads(f["levels"].attrs["files"]) == res.levels["files"]
+        assert np.array_equal(f["flow/mu2"][:], res.flow["mu2"])
+        assert _same(f["flow/mu2_prime"][:], res.flow["mu2_prime"])
+        assert np.array_equal(f["weights/filters"][:], res.model.f) and f["weights"].attrs["sigma"] == res.model.sigma
+        assert f.attrs["weights_file"] == res.paths["weights"]
+    assert res.paths["direct"] == {4: str(tmp_path / "r_direct_L4.h5"), 8: str(tmp_path / "r_direct_L8.h5")}
+    # the level's ensemble file holds the engine's observables of the carried configurations
+    from qftml.io.ensembles import read_observables
+
+    assert np.array_equal(read_observables(res.levels["files"][0])["m2"], res.levels["per_level"][1]["m2"])
+
+
+@pytest.mark.parametrize("setting, key", [("action.extra='nnn'", "action.extra"), ("action.g=0.1", "action.g"),
+                                          ("action.couplings='c.h5'", "action.couplings"),
+                                          ("action.field='ising'", "action.field")])
+def test_irg_rejects_what_the_homogeneous_pipeline_would_ignore(tmp_path, setting, key):
+    from qftml.config import ConfigError
+    from qftml.rg.pipeline import load_irg_config
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_irg_config(_tiny(tmp_path), [setting], MPI.COMM_SELF)
+
+
+def test_preempted_direct_chains_resume_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """A stop request (as from SIGTERM) inside the first direct chain: run_irg raises Preempted after
+    its checkpoint; resume=True continues that chain, starts the other, and every file and number
+    equals an uninterrupted run's."""
+    import h5py
+
+    from qftml import ensemble_generation
+    from qftml.io.checkpoints import checkpoint_path
+    from qftml.rg.pipeline import Preempted, load_irg_config, run_irg
+
+    quiet = dict(comm=MPI.COMM_SELF, quiet=True, log=lambda msg: None)
+    ref = run_irg(load_irg_config(_tiny(tmp_path, "ref")), **quiet)
+    calls = []
+
+    def agreed(self):
+        calls.append(1)
+        return len(calls) == 4          # mid-production of the 4^2 chain
+    monkeypatch.setattr(ensemble_generation.StopFlag, "agreed", agreed)
+    cfg = load_irg_config(_tiny(tmp_path))
+    with pytest.raises(Preempted, match="--resume"):
+        run_irg(cfg, **quiet)
+    small = tmp_path / "r_direct_L4.h5"
+    assert os.path.exists(checkpoint_path(small)) and not (tmp_path / "r_direct_L8.h5").exists()
+    with h5py.File(small, "r") as f:
+        assert 0 < f.attrs["n_records"] < 200
+    monkeypatch.undo()
+    res = run_irg(cfg, resume=True, **quiet)
+    for L in (4, 8):
+        with h5py.File(res.paths["direct"][L], "r") as a, h5py.File(ref.paths["direct"][L], "r") as b:
+            assert a.attrs["n_records"] == 200 and np.array_equal(a["configs"][:], b["configs"][:])
+    assert _same([(e.value, e.error) for e in res.exponents], [(e.value, e.error) for e in ref.exponents])
+    assert res.mu2_c == ref.mu2_c and np.array_equal(res.model.f, ref.model.f)

@@ -28,6 +28,12 @@ CHANGED = {
     "learn/history/couplings/[wab]/*": _LEARN_SEEDS,
     "learn/history/grad_norm/*": _LEARN_SEEDS,
     "learn/history/projected": _LEARN_SEEDS,
+    "irg/exponents": "rounding: nu from the flow moves by ~1e-13 (relative): the reweighting window is now "
+                     "computed by scipy's brentq (was a 40-step bisection) and U of the upscaled L/b ensemble by "
+                     "the engine's qftml.measure (reproducible sums) instead of numpy sums",
+    "irg/levels": "rounding: m^2 of the upscaled levels (rel. <= 3e-13) now computed by the engine's qftml.measure "
+                  "(reproducible fixed-point sums) instead of numpy sums; the new irg noise (engine Philox, "
+                  "purpose irg_noise, replaces splitmix64) lies in the kernel of R_b and does not enter m",
 }
 
 

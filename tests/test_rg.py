@@ -5,27 +5,17 @@ import pytest
 from mpi4py import MPI
 
 import qftml
-from qftml import _core
-from qftml.rg.blocking import (RG_TIE_PURPOSE, _key, _words, block_ensemble, block_field, block_local, check_blockable,
-                      global_index, philox_uniform)
+from qftml.engine import rng
+from qftml.rg.blocking import block_ensemble, block_field, block_local, check_blockable, global_index
 
 
-def test_vectorised_philox_matches_the_engine():
-    idx = np.array([0, 1, 2 ** 32 + 5, 2 ** 40 + 123456], dtype=np.uint64)
-    for seed, purpose, c2, c3 in [(0, RG_TIE_PURPOSE, 0, 0), (2 ** 33 + 17, 102, 7, 3)]:
-        words = _words(seed, purpose, idx, c2, c3)
-        for i, n in enumerate(idx):
-            n = int(n)
-            ref = _core.philox4x32_10([n & 0xFFFFFFFF, n >> 32, c2, c3], list(_key(seed, purpose)))
-            assert [int(w[i]) for w in words] == list(ref)
-
-
-def test_uniforms_are_uniform():
-    u = philox_uniform(3, RG_TIE_PURPOSE, np.arange(200000, dtype=np.uint64))
-    assert u.min() >= 0 and u.max() < 1
-    # mean and variance of U(0,1) within 5 standard errors
-    assert abs(u.mean() - 0.5) < 5 * np.sqrt(1 / 12 / len(u))
-    assert abs(u.var() - 1 / 12) < 5 * np.sqrt(1 / 180 / len(u))
+def test_tie_coins_are_the_engine_philox_of_the_global_block():
+    """A tie of the majority rule takes -1 iff the engine uniform (purpose rg_tie) at counter
+    (global coarse block index, configuration, level) is < 1/2."""
+    cb = (-1.0) ** np.add.outer(np.arange(16), np.arange(16))   # every 2x2 block is a tie
+    got = block_local(cb, 2, field="ising", seed=7, config=3, level=2)
+    u = rng.uniform(7, "rg_tie", np.arange(64, dtype=np.uint64), c2=3, c3=2).reshape(8, 8)
+    assert np.array_equal(got, np.where(u < 0.5, -1.0, 1.0))
 
 
 def test_constant_field_blocks_exactly():

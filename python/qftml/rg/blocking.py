@@ -5,8 +5,8 @@
     phi'_X = zeta * b^-d sum_{x in block X} phi_x          (blocks of b^d sites, X = floor(x / b))
 
 `ising` fields (majority rule): s'_X = sign(sum_{x in X} s_x), and a tie (sum = 0, possible for
-even b^d) is broken by a fair coin drawn from Philox-4x32-10 with counter (global block index,
-configuration index, level) and key (seed, purpose RG_TIE_PURPOSE). The coin depends only on the
+even b^d) is broken by a fair coin: the engine's Philox-4x32-10 (qftml.engine.rng.uniform, purpose
+"rg_tie") at counter (global block index, configuration index, level). The coin depends only on the
 global block, so the blocked configuration is the same bit for bit for any process grid.
 
 Every rank blocks its own block of the lattice with numpy; the process grid is kept and the local
@@ -14,9 +14,6 @@ extents shrink by b, so every local extent must be divisible by b (b^k for k lev
 ValueError names the offending extent.
 
 Exports:
-    RG_TIE_PURPOSE, IRG_NOISE_PURPOSE   Philox stream purposes used by the Python driver (>= 100)
-    philox_uniform(seed, purpose, index, c2=0, c3=0)   vectorised uniforms in [0, 1) per index
-    philox_normal(seed, purpose, index, c2=0, c3=0)    vectorised standard normals per index
     global_index(shape, offset, local_shape)           lexicographic global site index of a block
     check_blockable(shape, grid, b, levels=1)          ValueError unless every local extent / b^levels
     block_local(local, b=2, field="real", scale=1.0, seed=0, offset=None, shape=None, config=0, level=0)
@@ -28,55 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-RG_TIE_PURPOSE = 101
-IRG_NOISE_PURPOSE = 102
-
-_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
-_W0, _W1 = 0x9E3779B9, 0xBB67AE85
-_MASK = np.uint64(0xFFFFFFFF)
-
-
-def _philox4x32_10(c0, c1, c2, c3, k0: int, k1: int):
-    """Philox-4x32-10 on uint64 arrays holding 32-bit words (same rounds as cpp/rng/philox.hpp)."""
-    s32 = np.uint64(32)
-    for _ in range(10):
-        p0 = _M0 * c0
-        p1 = _M1 * c2
-        n0 = (p1 >> s32) ^ c1 ^ np.uint64(k0)
-        n2 = (p0 >> s32) ^ c3 ^ np.uint64(k1)
-        c0, c1, c2, c3 = n0, p1 & _MASK, n2, p0 & _MASK
-        k0 = (k0 + _W0) & 0xFFFFFFFF
-        k1 = (k1 + _W1) & 0xFFFFFFFF
-    return c0, c1, c2, c3
-
-
-def _key(seed: int, purpose: int):
-    seed = int(seed)
-    return seed & 0xFFFFFFFF, ((seed >> 32) ^ (purpose * 0x9E3779B9)) & 0xFFFFFFFF
-
-
-def _words(seed, purpose, index, c2, c3):
-    index = np.asarray(index, dtype=np.uint64)
-    k0, k1 = _key(seed, purpose)
-    c0 = index & _MASK
-    c1 = index >> np.uint64(32)
-    c2 = np.full_like(c0, np.uint64(int(c2) & 0xFFFFFFFF))
-    c3 = np.full_like(c0, np.uint64(int(c3) & 0xFFFFFFFF))
-    return _philox4x32_10(c0, c1, c2, c3, k0, k1)
-
-
-def philox_uniform(seed: int, purpose: int, index, c2: int = 0, c3: int = 0) -> np.ndarray:
-    """One uniform in [0, 1) (52 random bits) per entry of `index`, counter (index, c2, c3)."""
-    w0, w1, _, _ = _words(seed, purpose, index, c2, c3)
-    return ((w0 << np.uint64(20)) ^ (w1 >> np.uint64(12))).astype(np.float64) * 2.0 ** -52
-
-
-def philox_normal(seed: int, purpose: int, index, c2: int = 0, c3: int = 0) -> np.ndarray:
-    """One standard normal per entry of `index` (Box-Muller on two 32-bit words of one block)."""
-    w0, w1, _, _ = _words(seed, purpose, index, c2, c3)
-    u1 = (w0.astype(np.float64) + 0.5) * 2.0 ** -32          # in (0, 1): log is finite
-    u2 = w1.astype(np.float64) * 2.0 ** -32
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+from qftml.engine import rng
 
 
 def global_index(shape, offset, local_shape) -> np.ndarray:
@@ -137,7 +86,7 @@ def block_local(local: np.ndarray, b: int = 2, field: str = "real", scale: float
         coarse_shape = tuple(L // b for L in shape)
         coarse_offset = tuple(o // b for o in offset)
         idx = global_index(coarse_shape, coarse_offset, sums.shape)[ties]
-        coin = philox_uniform(seed, RG_TIE_PURPOSE, idx, c2=config, c3=level)
+        coin = rng.uniform(seed, "rg_tie", idx, c2=config, c3=level)
         out[ties] = np.where(coin < 0.5, -1.0, 1.0)
     return out
 

@@ -8,19 +8,23 @@ Model (stride b, filter size k per direction, F filters, tap offset o = (k - b) 
             + sigma * (eta_x - b^-d sum_{y in block(x)} eta_y)     optional noise, <eta> = 0, <eta^2> = 1
 
 The noise lives in the kernel of the block average, so it changes nothing that R_b sees (the
-magnetisation in particular); its amplitude sigma is fitted to the training residual. eta comes
-from a counter-based hash of (seed, global fine site index, configuration index, level), so an
-upscaled ensemble is the same bit for bit for any process grid.
+magnetisation in particular); its amplitude sigma is fitted to the training residual. eta is
+uniform, sqrt(12) (u - 1/2), with u from the engine's Philox (qftml.engine.rng.uniform, purpose
+"irg_noise") at counter (global fine-site index, configuration index, level), so an upscaled
+ensemble is the same bit for bit for any process grid.
 
 Training reconstructs configurations at L from their blocked images R_b(phi) at L/b by the mean
 squared error, optionally plus obs_weight * mean_cfg (mean_x phi_hat^2 - mean_x phi^2)^2 (matching
 the local variance). Linear models without the observable term are solved exactly (normal
-equations); otherwise Adam runs on the full batch. Every rank works on its own blocks; the normal
-equations / gradients are summed over ranks with one allreduce per step.
+equations); otherwise Adam (qftml.learning.optimizers.Adam, eps = 1e-12) runs on the full batch.
+Every rank works on its own blocks; the normal equations / gradients are summed over ranks with one
+allreduce per step.
 
 Upscaling: each rank pads its coarse block with g = ghost_width ghosts per side by a halo exchange
-(mpi4py Sendrecv on the lattice's communicator, neighbours from the process grid), applies the
-filters and keeps the process grid: local blocks grow by b per direction.
+(mpi4py Sendrecv on the lattice's communicator, neighbours from the process grid, message tags
+qftml.collective.TAGS["halo_pad"]; the engine's Field has one ghost layer in checkerboard storage,
+the filters need g of them in natural order), applies the filters and keeps the process grid:
+local blocks grow by b per direction.
 
 Zero mode: sum_x phi(x) = (sum_u f_u) sum_X phi'_X for the linear model, so each upscaling step
 multiplies the magnetisation by the gain s = b^-d sum_u f_u exactly. FSS exponents of upscaled
@@ -30,44 +34,38 @@ beta/nu = -log_b s, gamma/nu = d + 2 log_b s (see docs/irg.md).
 Exports:
     InverseRG(b=2, size=4, filters=1, ndim=2, activation="linear", noise=True, scale=1.0)
         .ghost_width  .gain()  .apply_padded(P)  .loss_and_gradient(P, target, ...)
-        .train(lattice, local_configs, ...)  .upscale(lattice, local_configs, seed, ...)
+        .train(lattice, local_configs, ...)  .upscale(lattice, local_configs, seed, ..., fine=None)
         .save(path_or_group)  InverseRG.load(path_or_group)   (HDF5)
         .exact_right_inverse(b, ndim, scale)   the filter with R_b(T(phi')) = phi' (k = b)
     halo_pad(lattice, local_batch, g)   (n, *local) -> (n, *(local + 2g)) periodic ghosts from neighbours
     fine_lattice(lattice, b)            Lattice(shape * b) with the same grid and communicator
-    local_observables(lattice, local, kappa, mu2, lam, h) -> dict   qftml.measure's names, in numpy
-    hash_noise(seed, index, config, level)    counter-based unit-variance noise (splitmix64 hash)
+    upscaling_noise(seed, index, config, level)   unit-variance uniform noise per global site index
+    ConfigurationMeasure(lattice, kappa, mu2, lam, h)   (local block) -> qftml.measure's dict, with
+                                        one engine Field and a homogeneous Action (the labelled
+                                        couplings) reused for every configuration
 """
 from __future__ import annotations
 
 import itertools
+import weakref
 
 import h5py
 import numpy as np
 from mpi4py import MPI
 
-from qftml.rg.blocking import IRG_NOISE_PURPOSE, block_ensemble, check_blockable, global_index
-
-_NOISE_TAG = 7310
+from qftml.collective import TAGS
+from qftml.engine import rng
+from qftml.rg.blocking import block_ensemble, check_blockable, global_index
 
 
 # ---------------------------------------------------------------- counter-based noise
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def hash_noise(seed: int, index: np.ndarray, config: int, level: int) -> np.ndarray:
-    """Unit-variance uniform noise, sqrt(12) (u - 1/2), one per global index, u from a splitmix64
-    hash of (seed, purpose, config, level, index): it depends on these numbers only, never on the rank."""
-    with np.errstate(over="ignore"):
-        stream = _splitmix64(np.array([(int(seed) * 1000003 + IRG_NOISE_PURPOSE) & (2**64 - 1)], dtype=np.uint64))
-        stream = _splitmix64(stream ^ np.uint64((int(config) << 8 | int(level)) & (2**64 - 1)))[0]
-        h = _splitmix64(np.asarray(index, dtype=np.uint64) ^ stream)
-    u = (h >> np.uint64(40)).astype(np.uint32).astype(np.float64)          # 24 random bits
-    return (u * 2.0 ** -24 - (0.5 - 2.0 ** -25)) * np.sqrt(12.0)
+def upscaling_noise(seed: int, index: np.ndarray, config: int, level: int) -> np.ndarray:
+    """Unit-variance uniform noise sqrt(12) (u - 1/2), one per global index, u = the engine's Philox
+    uniform (purpose "irg_noise") at counter (index, config, level): the same on every process grid."""
+    if not (0 <= int(config) < 2 ** 32 and 0 <= int(level) < 2 ** 32):
+        raise ValueError(f"noise counter out of range: configuration {config}, level {level} (each < 2^32)")
+    u = rng.uniform(seed, "irg_noise", index, c2=int(config), c3=int(level))
+    return (u - 0.5) * np.sqrt(12.0)
 
 
 # ---------------------------------------------------------------- distributed geometry
@@ -78,8 +76,17 @@ def fine_lattice(lattice, b: int):
     return Lattice(tuple(int(L) * b for L in lattice.shape), comm=lattice.comm, grid=lattice.grid)
 
 
+_NEIGHBOURS = weakref.WeakKeyDictionary()   # lattice -> its neighbour table (one allgather per lattice)
+
+
 def _neighbours(lattice):
-    """(minus, plus) ranks of lattice.comm for each direction, from the grid coordinates."""
+    """(minus, plus) ranks of lattice.comm for each direction, from the grid coordinates (cached)."""
+    if lattice not in _NEIGHBOURS:
+        _NEIGHBOURS[lattice] = _neighbour_table(lattice)
+    return _NEIGHBOURS[lattice]
+
+
+def _neighbour_table(lattice):
     comm = lattice.comm
     coords = comm.allgather(tuple(lattice.coords))
     where = {c: r for r, c in enumerate(coords)}
@@ -122,56 +129,36 @@ def halo_pad(lattice, local_batch: np.ndarray, g: int) -> np.ndarray:
         high = np.ascontiguousarray(a.take(range(n - g, n), axis=ax))
         from_minus = np.empty_like(high)
         from_plus = np.empty_like(low)
-        comm.Sendrecv(high, dest=plus, sendtag=_NOISE_TAG + 2 * mu, recvbuf=from_minus, source=minus,
-                      recvtag=_NOISE_TAG + 2 * mu)
-        comm.Sendrecv(low, dest=minus, sendtag=_NOISE_TAG + 2 * mu + 1, recvbuf=from_plus, source=plus,
-                      recvtag=_NOISE_TAG + 2 * mu + 1)
+        tag = TAGS["halo_pad"] + 2 * mu
+        comm.Sendrecv(high, dest=plus, sendtag=tag, recvbuf=from_minus, source=minus, recvtag=tag)
+        comm.Sendrecv(low, dest=minus, sendtag=tag + 1, recvbuf=from_plus, source=plus, recvtag=tag + 1)
         a = np.concatenate([from_minus, a, from_plus], axis=ax)
     return a
 
 
-# ---------------------------------------------------------------- observables in numpy
-def local_observables(lattice, local: np.ndarray, kappa=1.0, mu2=-0.9515, lam=0.7, h=0.0) -> dict:
-    """qftml.measure's observables of one configuration given as this rank's block (collective).
+# ---------------------------------------------------------------- observables by the engine
+class ConfigurationMeasure:
+    """qftml.measure of configurations given as this rank's blocks on `lattice` (collective call).
 
-    The action is that of the homogeneous theory (kappa, mu2, lam, h): for an upscaled ensemble
-    it is a label, not the distribution the configurations come from.
+    The action is the homogeneous theory (kappa, mu2, lam, h): for an upscaled ensemble it is a
+    label, not the distribution the configurations come from. One engine Field and Action serve
+    every configuration, so a measurement is one set_local (which refreshes the ghosts) and the
+    engine's reproducible reduction: the same numbers on any process grid.
     """
-    d = lattice.ndim
-    local = np.asarray(local, dtype=np.float64)
-    nbrs = _neighbours(lattice) if lattice.size > 1 else None
-    links = []
-    for mu in range(d):
-        first = np.ascontiguousarray(local.take(0, axis=mu))
-        last = local.take(local.shape[mu] - 1, axis=mu)
-        if lattice.grid[mu] == 1:
-            ghost = first                          # periodic wrap inside this rank
-        else:
-            minus, plus = nbrs[mu]
-            ghost = np.empty_like(first)
-            lattice.comm.Sendrecv(first, dest=minus, sendtag=_NOISE_TAG + 40 + mu, recvbuf=ghost, source=plus,
-                                  recvtag=_NOISE_TAG + 40 + mu)
-        lo = tuple(slice(None, -1) if nu == mu else slice(None) for nu in range(d))
-        hi = tuple(slice(1, None) if nu == mu else slice(None) for nu in range(d))
-        inner = np.vdot(local[lo], local[hi])
-        links.append(float(inner + np.vdot(last, ghost)))
-    s2_local = np.vdot(local, local)
-    s4_local = float(np.sum(np.square(local * local)))
-    slice_local = local.sum(axis=tuple(range(1, d)))
-    slices = np.zeros(lattice.shape[0])
-    o0 = lattice.local_offset[0]
-    slices[o0:o0 + lattice.local_shape[0]] = slice_local
-    vec = np.concatenate([[local.sum(), s2_local, s4_local], links, slices])
-    tot = np.empty_like(vec)
-    lattice.comm.Allreduce(vec, tot, op=MPI.SUM)
-    V = lattice.volume
-    M, s2, s4 = tot[:3]
-    link_sums = tot[3:3 + d]
-    a = 0.5 * (mu2 + 2 * d * kappa)
-    m = M / V
-    return {"M": M, "m": m, "abs_m": abs(m), "m2": m * m, "m4": m ** 4, "sum_phi2": s2, "sum_phi4": s4,
-            "action": float(-kappa * link_sums.sum() + a * s2 + 0.25 * lam * s4 - h * M),
-            "link_sums": link_sums, "slice_sums": tot[3 + d:], "sum_links_nn": float(link_sums.sum())}
+
+    def __init__(self, lattice, kappa=1.0, mu2=-0.9515, lam=0.7, h=0.0):
+        from qftml.engine.action import Action
+        from qftml.engine.lattice import Field
+
+        self.lattice = lattice
+        self.field = Field(lattice)
+        self.action = Action.homogeneous(lattice, kappa=kappa, mu2=mu2, lam=lam, h=h)
+
+    def __call__(self, local: np.ndarray) -> dict:
+        from qftml.engine.observables import measure
+
+        self.field.local = local
+        return measure(self.field, self.action)
 
 
 # ---------------------------------------------------------------- the model
@@ -341,18 +328,13 @@ class InverseRG:
         return {"loss": float(loss), "sigma": self.sigma, "epochs": steps}
 
     def _adam(self, P, target, comm, n_total, epochs, lr, obs_weight, progress):
-        params = [self.f, self.v]
-        m1 = [np.zeros_like(p) for p in params]
-        m2 = [np.zeros_like(p) for p in params]
-        beta1, beta2, eps = 0.9, 0.999, 1e-12
+        from qftml.learning.optimizers import Adam
+
+        params = {"f": self.f, "v": self.v}
+        adam = Adam(lr, beta1=0.9, beta2=0.999, eps=1e-12)
         for t in range(1, epochs + 1):
             loss, gf, gv = self.loss_and_gradient(P, target, comm, n_total, obs_weight)
-            for p, g, a, bq in zip(params, (gf, gv), m1, m2):
-                a *= beta1
-                a += (1 - beta1) * g
-                bq *= beta2
-                bq += (1 - beta2) * g * g
-                p -= lr * (a / (1 - beta1 ** t)) / (np.sqrt(bq / (1 - beta2 ** t)) + eps)
+            adam.step(params, {"f": gf, "v": gv})
             if self.activation == "linear":
                 self.v[:] = 1.0
             self.history.append(float(loss))
@@ -361,19 +343,23 @@ class InverseRG:
         return epochs
 
     # -- upscaling
-    def upscale(self, lattice, local_configs: np.ndarray, seed: int = 0, first_config: int = 0, level: int = 0):
+    def upscale(self, lattice, local_configs: np.ndarray, seed: int = 0, first_config: int = 0, level: int = 0,
+                fine=None):
         """One inverse-RG step of this rank's blocks (n, *local) on `lattice` (collective).
 
         Returns (fine lattice, (n, *(b * local)) fine blocks). Configuration i draws its noise with
-        counter first_config + i and `level`, at global fine-site indices.
+        counter first_config + i and `level`, at global fine-site indices. `fine` (the lattice of
+        fine_lattice(lattice, b), made once by a caller that upscales many times) saves creating it.
         """
         P = halo_pad(lattice, np.asarray(local_configs, dtype=np.float64), self.ghost_width)
-        fine = fine_lattice(lattice, self.b)
+        fine = fine_lattice(lattice, self.b) if fine is None else fine
+        if fine.shape != tuple(self.b * n for n in lattice.shape) or fine.grid != lattice.grid:
+            raise ValueError(f"fine lattice {fine} is not {lattice} refined by b = {self.b} on the same grid")
         out = self.apply_padded(P)
         if self.noise and self.sigma > 0:
             idx = global_index(fine.shape, fine.local_offset, fine.local_shape)
             for i in range(out.shape[0]):
-                eta = hash_noise(seed, idx, first_config + i, level)
+                eta = upscaling_noise(seed, idx, first_config + i, level)
                 out[i] += self.sigma * (eta - _block_mean_broadcast(eta[None], self.b)[0])
         return fine, out
 

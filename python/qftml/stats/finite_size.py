@@ -9,29 +9,33 @@ Conventions (homogeneous action, a = (mu2 + 2 d kappa)/2, so dS/dmu2 = sum_x phi
     Binder matching (one RG step b):  U_{bL}(mu2') = U_L(mu2)  =>  mu2' - mu2_c = b^(-1/nu) (mu2 - mu2_c)
     so the slope lambda = d mu2' / d mu2 of the flow gives nu = ln b / ln(1 / lambda).
 
-Errors: blocked jackknife. Every configuration series is cut into n_bins contiguous bins (bins
-much longer than tau_int, which is reported from pyerrors' Gamma method); a quantity that depends
-on several independent ensembles gets the sum of the jackknife variances from deleting the bins of
-each ensemble in turn.
+The weights are those of the reweighting estimator (qftml.reweighting.estimator.normalized_weights:
+log-sum-exp shift, Kish ESS). Errors: the blocked jackknife of qftml.stats.errors (each series cut
+into n_bins contiguous bins, much longer than tau_int; a quantity of several independent ensembles
+gets the sum of the jackknife variances from deleting the bins of each ensemble in turn). Binder
+crossings and the flow are roots of reweighted curves (every configuration's weight moves with
+mu2), not functions of a few means, so they are jackknifed whole rather than propagated as pyerrors
+derived observables (pe.roots.find_root needs the latter).
 
 Exports:
     Series(name, obs, volume, L, mu2)  one ensemble's per-configuration |m|, m^2, m^4, sum_phi2
                                        (.rescaled(s): the same with m -> s m)
     moments(series, mu2_shift, idx=None) -> dict abs_m, m2, m4, chi, U, ess
-    jackknife(func, series_list, n_bins=20) -> (value, error, samples)   func(list of index arrays)
-    tau_int(values) -> (tau, dtau)     integrated autocorrelation time (pyerrors Gamma method)
+    ess_window(series, mu2_0, ess_fraction=0.3) -> largest |mu2 - mu2_0| with ESS >= fraction * N
     binder_crossing(small, large, mu2_0, window, idx=(None, None)) -> mu2 where U_small = U_large
     flow(small_up, large, mu2_values, window_large, idx) -> mu2' with U_large(mu2') = U_small_up(mu2)
     flow_slope(small_up, large, mu2_values, window_large, idx) -> slope lambda of mu2'(mu2)
     fss_slope(L, values) -> least-squares slope of ln values vs ln L
     pair_analysis(small, large, mu2_star, b, n_bins, ess_fraction) -> dict   two neighbouring sizes:
                                        crossing, U there, nu from Binder matching, gamma/nu, beta/nu at mu2*
-    ess_window(series, mu2_0, ess_fraction=0.3) -> largest |mu2 - mu2_0| with ESS >= fraction * N
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import brentq
+
+from qftml.reweighting.estimator import normalized_weights
+from qftml.stats.errors import jackknife
 
 
 class Series:
@@ -57,65 +61,32 @@ class Series:
 
 
 def _weights(series: Series, mu2_shift: float, idx):
+    """Normalised weights and Kish ESS of reweighting by mu2_shift: A - S = mu2_shift sum_phi2 / 2."""
     s = series.sum_phi2 if idx is None else series.sum_phi2[idx]
-    logw = -0.5 * mu2_shift * s
-    w = np.exp(logw - logw.max())
-    return w / w.sum()
+    return normalized_weights(0.5 * mu2_shift * s)
 
 
 def moments(series: Series, mu2_shift: float = 0.0, idx=None) -> dict:
     """Reweighted <|m|>, <m^2>, <m^4>, chi, U and the Kish ESS at mu2 = series.mu2 + mu2_shift."""
-    w = _weights(series, mu2_shift, idx)
+    w, ess = _weights(series, mu2_shift, idx)
     pick = (lambda a: a) if idx is None else (lambda a: a[idx])
     am, m2, m4 = (float(np.dot(w, pick(a))) for a in (series.abs_m, series.m2, series.m4))
     return {"abs_m": am, "m2": m2, "m4": m4, "chi": series.volume * (m2 - am * am),
-            "U": 1.0 - m4 / (3.0 * m2 * m2), "ess": float(1.0 / np.sum(w * w))}
+            "U": 1.0 - m4 / (3.0 * m2 * m2), "ess": ess}
 
 
 def ess_window(series: Series, mu2_0: float, ess_fraction: float = 0.3, max_window: float = 1.0) -> float:
-    """Largest symmetric |mu2 - mu2_0| (bisection) at which the ESS stays >= ess_fraction * N."""
-    def ok(d):
-        return min(moments(series, mu2_0 - series.mu2 + s * d)["ess"] for s in (-1, 1)) >= ess_fraction * series.n
-    lo, hi = 0.0, max_window
-    if ok(hi):
-        return hi
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-    return lo
-
-
-def tau_int(values) -> tuple:
-    """Integrated autocorrelation time (in units of the stored spacing) from pyerrors."""
-    import pyerrors as pe
-
-    values = np.asarray(values, dtype=float)
-    if np.ptp(values) == 0:
-        return 0.5, 0.0
-    o = pe.Obs([values], ["chain"])
-    o.gamma_method()
-    return float(o.e_tauint["chain"]), float(o.e_dtauint["chain"])
-
-
-def jackknife(func, series_list, n_bins: int = 20):
-    """func(list of index arrays, one per series) -> float or array; blocked jackknife over each
-    series in turn (independent ensembles: variances add). Returns (value, error, samples) where
-    samples[e] is the (n_bins, ...) array of delete-one-bin values for series e."""
-    full = [None] * len(series_list)
-    value = np.asarray(func(full), dtype=float)
-    var = np.zeros_like(value)
-    samples = []
-    for e, s in enumerate(series_list):
-        edges = np.linspace(0, s.n, n_bins + 1).astype(int)
-        vals = []
-        for k in range(n_bins):
-            idx = list(full)
-            idx[e] = np.concatenate([np.arange(0, edges[k]), np.arange(edges[k + 1], s.n)])
-            vals.append(np.asarray(func(idx), dtype=float))
-        vals = np.array(vals)
-        var = var + (n_bins - 1) / n_bins * np.sum((vals - vals.mean(axis=0)) ** 2, axis=0)
-        samples.append(vals)
-    return value, np.sqrt(var), samples
+    """Largest symmetric window d = |mu2 - mu2_0| <= max_window with min(ESS(mu2_0 - d), ESS(mu2_0 + d))
+    >= ess_fraction * N: the root of (that ESS - ess_fraction * N) by brentq to 1e-12, max_window if
+    the ESS stays above the bound there, 0 if it is below it already at d = 0."""
+    def excess(d):
+        ess = min(moments(series, mu2_0 - series.mu2 + s * d)["ess"] for s in (-1, 1))
+        return ess - ess_fraction * series.n
+    if excess(max_window) >= 0:
+        return float(max_window)
+    if excess(0.0) < 0:
+        return 0.0
+    return float(brentq(excess, 0.0, max_window, xtol=1e-12))
 
 
 def _binder_curve(series, idx):
@@ -194,7 +165,7 @@ def pair_analysis(small: Series, large: Series, mu2_star: float, b: int = 2, n_b
         ms, ml = moments(small, mu2_star - mu2_0, idx[0]), moments(large, mu2_star - mu2_0, idx[1])
         return [mc, uc, d + np.log(ml["m2"] / ms["m2"]) / np.log(b), -np.log(ml["abs_m"] / ms["abs_m"]) / np.log(b)]
 
-    (mc, uc, gnu, bnu), (dmc, duc, dgnu, dbnu), _ = jackknife(crossing_and_fss, [small, large], n_bins)
+    (mc, uc, gnu, bnu), (dmc, duc, dgnu, dbnu), _ = jackknife(crossing_and_fss, [small.n, large.n], n_bins)
     out = {"L_small": small.L, "L_large": large.L, "window": window, "mu2_c": (float(mc), float(dmc)),
            "U_c": (float(uc), float(duc)), "gamma_nu": (float(gnu), float(dgnu)), "beta_nu": (float(bnu), float(dbnu))}
     if not np.isfinite(mc):
@@ -207,6 +178,6 @@ def pair_analysis(small: Series, large: Series, mu2_star: float, b: int = 2, n_b
         lam = flow_slope(small, large, grid, window_l, idx)
         return [lam, np.log(b) / np.log(1.0 / lam) if 0 < lam < 1 else np.nan]
 
-    (lam, nu), (dlam, dnu), _ = jackknife(nu_of, [small, large], n_bins)
+    (lam, nu), (dlam, dnu), _ = jackknife(nu_of, [small.n, large.n], n_bins)
     out["lambda"], out["nu"] = (float(lam), float(dlam)), (float(nu), float(dnu))
     return out
