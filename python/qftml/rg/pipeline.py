@@ -166,7 +166,7 @@ def load_irg_config(path, overrides=(), comm=None) -> dict:
 
 
 # ---------------------------------------------------------------- 1. direct ensembles
-def _direct_chains(cfg, jobs, comm, quiet, resume, log):
+def _direct_chains(cfg, jobs, comm, quiet, resume):
     """Run the chains [(shape, path)] with run_sample, job i on rank i mod size (COMM_SELF)."""
     from mpi4py import MPI
 
@@ -186,10 +186,10 @@ def _direct_chains(cfg, jobs, comm, quiet, resume, log):
         except Exception as e:  # reported on every rank below: no rank may wait for a failed one
             error = f"direct chain L={shape[0]} ({path}): {e}"
             break
-        if code == EXIT_PREEMPTED:
-            stopped = path
+        if code != EXIT_OK:
+            stopped = path if code == EXIT_PREEMPTED else None
+            error = None if stopped else f"direct chain L={shape[0]} ({path}): exit status {code}"
             break
-        assert code == EXIT_OK
         print(f"  direct L={shape[0]} (rank {comm.rank}): {cfg['sampler']['sweeps']} sweeps -> {path}", flush=True)
     outcomes = comm.allgather((error, stopped))
     errors = [e for e, _ in outcomes if e]
@@ -414,7 +414,7 @@ class _Direct:
     large = property(lambda self: self.ladder[-1])
 
 
-def _direct_stage(cfg, comm, stem, quiet, resume, log) -> _Direct:
+def _direct_stage(cfg, comm, stem, quiet, resume) -> _Direct:
     from qftml.io.ensembles import read_attrs, read_observables
 
     shape, grid, irg, act = tuple(cfg["lattice"]["shape"]), cfg["lattice"]["grid"], cfg["irg"], cfg["action"]
@@ -426,7 +426,7 @@ def _direct_stage(cfg, comm, stem, quiet, resume, log) -> _Direct:
     extra = [(tuple(n // b ** j for n in shape), f"{stem}_direct_L{L // b ** j}.h5")
              for j in range(1 + irg["extra_pairs"], 1, -1)]
     jobs = [(small_shape, path_s)] * (not irg["small_ensemble"]) + [(shape, path_l)] * (not irg["ensemble"])
-    _direct_chains(cfg, jobs + extra[::-1], comm, quiet, resume, log)
+    _direct_chains(cfg, jobs + extra[::-1], comm, quiet, resume)
     lat_s, cfg_s, obs_s, attrs_s = _read_direct(path_s, grid, comm)
     lat_l, cfg_l, obs_l, attrs_l = _read_direct(path_l, grid, comm)
     for p, attrs in ((path_s, attrs_s), (path_l, attrs_l), *((p, read_attrs(p)) for _, p in extra)):
@@ -547,7 +547,7 @@ def run_irg(cfg, comm=None, quiet=False, resume=False, log=None) -> IrgResult:
     timings = {}
 
     log(f"irg: L = {L}, b = {b}, {levels} levels -> {L * b ** levels}, {comm.size} rank(s)")
-    direct = _direct_stage(cfg, comm, stem, quiet, resume, log)
+    direct = _direct_stage(cfg, comm, stem, quiet, resume)
     timings["direct_sampling_s"] = time.time() - t_start
     taus = {f"L{s.L}": tau_int(s.abs_m) for s in direct.ladder}
     for k, (tau, dtau) in taus.items():
