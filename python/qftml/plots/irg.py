@@ -19,7 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from qftml.io.paths import stem as output_stem  # noqa: E402
+from qftml.io.json_output import output_stem  # noqa: E402
+from qftml.plots import save_figure  # noqa: E402
 from qftml.stats import finite_size as fs  # noqa: E402
 
 ISING_BINDER = 0.61069   # 2D Ising U* on periodic L x L lattices
@@ -45,9 +46,7 @@ def plot_configs(result, path, max_pixels=256):
         ax.set_title(f"L = {L}" + (f" (every {step}th site)" if step > 1 else ""), fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def plot_fss(result, path):
@@ -82,9 +81,7 @@ def plot_fss(result, path):
     fig.suptitle(f"upscaled ensembles: points {series[0].n} configurations per size at mu2* = {mu2_star:.4f}; "
                  f"lines: the whole L ensemble with m_k = s^k m_0 (s = {gain:.4f}) at mu2* and mu2* +- 0.01",
                  fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_flow(result, path):
@@ -111,9 +108,7 @@ def plot_flow(result, path):
     axes[1].set_xlabel("mu2 (ensemble at L/b, upscaled)")
     axes[1].set_ylabel("mu2' (direct L, same U)")
     axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_all(result, stem=None) -> list:

@@ -337,7 +337,6 @@ def normalized_weights(delta):
 
     The estimator of reweight() for code that needs the weights themselves (e.g. many reweighted
     averages of one ensemble along a coupling, qftml.stats.finite_size)."""
-    logw = -np.asarray(delta, dtype=float)
-    w = np.exp(logw - logw.max())
+    w, _, _ = _weights(np.asarray(delta, dtype=float))
     w = w / w.sum()
     return w, float(1.0 / np.sum(w * w))

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qftml.config import ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, load_config
-from qftml.io.paths import stem as output_stem
+from qftml.io.json_output import output_stem
 from qftml.stats import finite_size as fs
 from qftml.stats.errors import jackknife, tau_int
 
@@ -203,19 +203,15 @@ def _direct_chains(cfg, jobs, comm, quiet, resume):
 
 def _read_direct(path, grid, comm):
     """(lattice on the grid, this rank's blocks of /configs, observables, attributes) of an ensemble file."""
-    import h5py
-
     import qftml
-    from qftml.io.ensembles import read_attrs, read_observables
+    from qftml.io.ensembles import open_ensemble
 
-    attrs = read_attrs(path)
-    lat = qftml.Lattice(tuple(attrs["lattice"]["shape"]), comm=comm, grid=grid or None)
-    with h5py.File(path, "r") as f:
-        if "configs" not in f:
+    with open_ensemble(path) as ens:
+        lat = qftml.Lattice(ens.shape, comm=comm, grid=grid or None)
+        if not ens.has_configs:
             raise ValueError(f"{path}: has no /configs; the inverse RG needs configurations")
-        n = int(f.attrs["n_records"])
-        local = np.asarray(f["configs"][(slice(0, n),) + lat.local_slices])
-    return lat, local, read_observables(path), attrs
+        local = np.asarray(ens.configs[(slice(0, ens.n_records),) + lat.local_slices])
+        return lat, local, dict(ens.observables), ens.attrs
 
 
 def _check_source_action(path, attrs, act):
