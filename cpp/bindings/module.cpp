@@ -58,6 +58,13 @@ FieldType parse_field_type(const std::string& s) {
   throw py::value_error("field type must be 'real' or 'ising', got '" + s + "'");
 }
 
+ClusterAlgorithm parse_cluster(const std::string& s) {
+  if (s == "none") return ClusterAlgorithm::none;
+  if (s == "swendsen-wang") return ClusterAlgorithm::swendsen_wang;
+  if (s == "wolff") return ClusterAlgorithm::wolff;
+  throw py::value_error("cluster update must be 'none', 'swendsen-wang' or 'wolff', got '" + s + "'");
+}
+
 Algorithm parse_algorithm(const std::string& s) {
   if (s == "metropolis") return Algorithm::metropolis;
   if (s == "heatbath") return Algorithm::heatbath;
@@ -194,11 +201,14 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<Sampler, std::shared_ptr<Sampler>>(m, "Sampler")
       .def(py::init([](std::shared_ptr<Action> a, std::shared_ptr<Field> f, uint64_t seed,
-                       const std::string& algorithm, int hits, double step) {
-             return std::make_shared<Sampler>(*a, *f, seed, parse_algorithm(algorithm), hits, step);
+                       const std::string& algorithm, int hits, double step, const std::string& cluster,
+                       int cluster_every) {
+             return std::make_shared<Sampler>(*a, *f, seed, parse_algorithm(algorithm), hits, step,
+                                              parse_cluster(cluster), cluster_every);
            }),
            py::arg("action"), py::arg("field"), py::arg("seed"), py::arg("algorithm") = "metropolis",
-           py::arg("hits") = 1, py::arg("step") = 1.0, py::keep_alive<1, 2>(), py::keep_alive<1, 3>())
+           py::arg("hits") = 1, py::arg("step") = 1.0, py::arg("cluster") = "none", py::arg("cluster_every") = 1,
+           py::keep_alive<1, 2>(), py::keep_alive<1, 3>())
       .def("randomize", &Sampler::randomize)
       .def("sweep", &Sampler::sweep, py::arg("n") = 1, py::call_guard<py::gil_scoped_release>())
       .def("thermalize", &Sampler::thermalize, py::arg("n"), py::arg("tune") = true,
@@ -214,7 +224,28 @@ PYBIND11_MODULE(_core, m) {
       .def_property("streaming", &Sampler::streaming, &Sampler::set_streaming)
       .def_property_readonly("update_seconds", &Sampler::update_seconds)
       .def_property_readonly("halo_wait_seconds", &Sampler::halo_wait_seconds)
-      .def_property_readonly("halo_pack_seconds", &Sampler::halo_pack_seconds);
+      .def_property_readonly("halo_pack_seconds", &Sampler::halo_pack_seconds)
+      // Cluster counters over all ranks as of the last sweep()/thermalize() (local read), its
+      // timers (this rank), and the memory of its arrays per site; None without a cluster update.
+      .def("cluster_counters",
+           [](Sampler& s) -> py::object {
+             if (!s.cluster()) return py::none();
+             const ClusterCounters& c = s.cluster()->totals();
+             py::dict out;
+             out["updates"] = c.updates, out["clusters"] = c.clusters, out["flipped"] = c.flipped;
+             out["sites"] = c.sites;
+             return out;
+           })
+      .def("cluster_seconds",
+           [](Sampler& s) -> py::object {
+             if (!s.cluster()) return py::none();
+             const ClusterSeconds& c = s.cluster()->seconds();
+             py::dict out;
+             out["bonds"] = c.bonds, out["labels"] = c.labels, out["merge"] = c.merge, out["flips"] = c.flips;
+             return out;
+           })
+      .def_property_readonly("cluster_bytes_per_site",
+                             [](Sampler& s) { return s.cluster() ? s.cluster()->bytes_per_site() : 0.0; });
 
   m.def(
       "measure",

@@ -7,6 +7,7 @@
 //
 // Exports:
 //   sum_fixed(x, n)                     fixed-point sum of n terms (vectorisable int64 partial sums)
+//   to_fixed(x)                         one term in fixed point (the same cut as sum_fixed)
 //   from_fixed(v)                       back to double (one rounding)
 //   allreduce_fixed(values, n, comm)    sum over ranks, as three 43-bit limbs with MPI_SUM
 #pragma once
@@ -37,6 +38,12 @@ inline fixed128 sum_fixed(const double* __restrict x, int64_t n) {
     total += static_cast<fixed128>(whole) * (static_cast<fixed128>(1) << kFixedFracBits) + frac;
   }
   return total;
+}
+
+inline fixed128 to_fixed(double x) {
+  const double w = std::floor(x);
+  return static_cast<fixed128>(static_cast<int64_t>(w)) * (static_cast<fixed128>(1) << kFixedFracBits) +
+         static_cast<int64_t>((x - w) * 1125899906842624.0);
 }
 
 inline double from_fixed(fixed128 v) {

@@ -26,6 +26,8 @@ enum class RngPurpose : uint32_t {
   metropolis = 2,
   heatbath = 3,
   ising = 4,
+  cluster_bonds = 5,  // embedded-Ising bonds: counter (link index, sweep)
+  cluster_coins = 6,  // cluster flips: counter (cluster label, sweep)
   user = 100,  // purposes >= 100 are for the Python driver (e.g. RG tie-breaking)
 };
 

@@ -8,7 +8,7 @@
 namespace qftml {
 
 Sampler::Sampler(const Action& action, Field& field, uint64_t seed, Algorithm algorithm, int hits,
-                 double step)
+                 double step, ClusterAlgorithm cluster, int cluster_every)
     : action_(action),
       field_(field),
       halo_(action.geometry(), action.layout(), /*corners=*/action.n_extra() > 0),
@@ -25,6 +25,8 @@ Sampler::Sampler(const Action& action, Field& field, uint64_t seed, Algorithm al
   if (streaming_) build_stream();
   proposed_per_sweep_ = action.geometry().local_volume() * static_cast<int64_t>(hits);
   J_.resize(action.layout().half_row());
+  if (cluster != ClusterAlgorithm::none)
+    cluster_ = std::make_unique<ClusterUpdate>(action, field, seed, cluster, cluster_every);
 }
 
 void Sampler::set_streaming(bool on) {
@@ -241,7 +243,20 @@ void Sampler::build_stream() {
   st.hold = any_remote ? std::min<int64_t>(rows, (kOverlapSites + half - 1) / half) : 0;
 }
 
+// Local sweeps up to each cluster update, then the update (counter: the sweep it follows).
 void Sampler::sweep(int n) {
+  int done = 0;
+  while (done < n) {
+    const int k = cluster_ ? std::min<int>(n - done, cluster_->every() - static_cast<int>(sweep_index_ % cluster_->every()))
+                           : n - done;
+    local_sweeps(k);
+    done += k;
+    if (cluster_ && cluster_->due(sweep_index_)) cluster_->update(sweep_index_ - 1);
+  }
+  reduce_counters();
+}
+
+void Sampler::local_sweeps(int n) {
   int done = 0;
   while (n - done >= 2) {
     const int k = std::min(n - done, pipeline_depth());
@@ -250,7 +265,6 @@ void Sampler::sweep(int n) {
     done += k;
   }
   for (; done < n; ++done) one_sweep();
-  reduce_counters();
 }
 
 // Sweeps that one pass over memory can carry: 2D blocks whose last direction is local (only rows
@@ -314,6 +328,7 @@ void Sampler::reduce_counters() {
   int64_t counts[2] = {accepted_, proposed_};
   MPI_Allreduce(MPI_IN_PLACE, counts, 2, MPI_INT64_T, MPI_SUM, action_.geometry().comm());
   global_accepted_ = counts[0], global_proposed_ = counts[1];
+  if (cluster_) cluster_->reduce_counters();
 }
 
 void Sampler::thermalize(int n, bool tune, double target) {
@@ -326,6 +341,7 @@ void Sampler::thermalize(int n, bool tune, double target) {
       const double rate = double(counts[0]) / double(counts[1]);
       step_ *= std::exp(std::fmax(-0.5, std::fmin(0.5, rate - target)));
     }
+    if (cluster_ && cluster_->due(sweep_index_)) cluster_->update(sweep_index_ - 1);
   }
   reduce_counters();
 }

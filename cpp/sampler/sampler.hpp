@@ -1,7 +1,9 @@
 // sampler.hpp -- Markov chain sweeps of the field of an Action on the distributed lattice.
 //
 // Exports:
-//   Sampler(action, field, seed, algorithm, hits, step)
+//   Sampler(action, field, seed, algorithm, hits, step, cluster, cluster_every)
+//                         cluster: none, or a cluster update of the signs (cluster/cluster_update.hpp)
+//                         after every cluster_every-th sweep, counted as part of that sweep
 //   randomize()           hot start from the counter-based RNG (uniform in [-1,1], or +-1 spins)
 //   sweep(n)              n sweeps over all sites (collective); ghosts fresh on return
 //   thermalize(n, tune)   n sweeps; with tune the Metropolis step is adapted towards 50%
@@ -11,6 +13,7 @@
 //                         end of the last sweep()/thermalize() call (local, not a collective)
 //   set_streaming(on)     two-colour sweeps in streaming order (default) or colour order; the
 //                         chain is identical, the memory traffic is not (tests compare the two)
+//   cluster()             the cluster update (null without one): its counters and timers
 //   sweep_index()         sweeps done so far; it is the RNG counter, so a chain restarts from
 //                         (field, sweep_index, step) alone, on any number of ranks
 //
@@ -28,6 +31,7 @@
 #include <vector>
 
 #include "action/action.hpp"
+#include "cluster/cluster_update.hpp"
 #include "kernels/site_updates.hpp"
 #include "lattice/field.hpp"
 
@@ -38,13 +42,17 @@ enum class Algorithm { metropolis = 0, heatbath = 1 };
 class Sampler {
  public:
   Sampler(const Action& action, Field& field, uint64_t seed, Algorithm algorithm, int hits,
-          double step);
+          double step, ClusterAlgorithm cluster = ClusterAlgorithm::none, int cluster_every = 1);
 
   void randomize();
   void sweep(int n);
   void thermalize(int n, bool tune, double target_acceptance = 0.5);
   double acceptance() const;
-  void reset_counters() { accepted_ = proposed_ = global_accepted_ = global_proposed_ = 0; }
+  void reset_counters() {
+    accepted_ = proposed_ = global_accepted_ = global_proposed_ = 0;
+    if (cluster_) cluster_->reset_counters();
+  }
+  ClusterUpdate* cluster() { return cluster_.get(); }
   uint64_t sweep_index() const { return sweep_index_; }
   void set_sweep_index(uint64_t s) { sweep_index_ = s; }
   double step() const { return step_; }
@@ -59,7 +67,11 @@ class Sampler {
   double update_seconds() const { return update_seconds_; }
   double halo_wait_seconds() const { return halo_.wait_seconds(); }
   double halo_pack_seconds() const { return halo_.pack_seconds(); }
-  void reset_timers() { update_seconds_ = 0; halo_.reset_timers(); }
+  void reset_timers() {
+    update_seconds_ = 0;
+    halo_.reset_timers();
+    if (cluster_) cluster_->reset_timers();
+  }
 
  private:
   struct Colour {
@@ -87,6 +99,7 @@ class Sampler {
   void one_sweep_streaming();
   int pipeline_depth() const;
   void pipelined_sweeps(int k);
+  void local_sweeps(int n);
   void reduce_counters();
 
   const Action& action_;
@@ -104,6 +117,7 @@ class Sampler {
   int64_t proposed_per_sweep_ = 0;
   std::vector<double> J_;
   double update_seconds_ = 0;
+  std::unique_ptr<ClusterUpdate> cluster_;
 };
 
 }  // namespace qftml

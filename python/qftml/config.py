@@ -7,6 +7,7 @@ Exports:
     read_raw_config(path, overrides=()) -> dict   the TOML with overrides, not validated
     validate(raw, schema) -> dict     the same for an already-parsed dict
     LATTICE, ACTION, SAMPLER, OUTPUT  the shared section schemas of DESIGN 3
+    check_cluster(sampler, ranks_per_chain)   ConfigError for cluster settings a chain cannot run
 
 Kinds: "int", "float", "str", "bool", "list[int]", "list[float]", "list[str]", "list[list[int]]",
 "table" (free-form sub-table). Rank 0 reads and validates, then broadcasts the verdict, so every
@@ -63,10 +64,21 @@ SAMPLER = {
     "step": Spec("float", 1.0, min=0.0, min_exclusive=True, help="initial Metropolis step"),
     "start": Spec("str", "hot", choices=("hot", "cold")),
     "checkpoint_every": Spec("int", 100, min=0, help="sweeps between checkpoints (0: only at the end)"),
+    "cluster": Spec("str", "none", choices=("none", "swendsen-wang", "wolff"),
+                    help="cluster update of the signs of phi (DESIGN 1.2b); wolff needs one rank per chain"),
+    "cluster_every": Spec("int", 1, min=1, help="local sweeps per cluster update (it counts as part of a sweep)"),
 }
 OUTPUT = {
     "path": Spec("str", help="output HDF5 file"),
 }
+
+
+def check_cluster(sampler: dict, ranks_per_chain: int) -> None:
+    """Raise ConfigError if the [sampler] cluster settings cannot run on chains of this many ranks."""
+    if sampler.get("cluster") == "wolff" and ranks_per_chain > 1:
+        raise ConfigError(f"sampler.cluster = 'wolff' grows one cluster at a time and needs the whole lattice on "
+                          f"one rank, but a chain here runs on {ranks_per_chain} ranks: use "
+                          f"sampler.cluster = 'swendsen-wang' (any process grid) or one rank per chain")
 
 
 def _check_kind(value, kind):

@@ -28,11 +28,12 @@ import traceback
 import numpy as np
 
 import qftml
+from qftml.engine.sampler import cluster_summary
 from qftml.io.checkpoints import (checkpoint_path, physics_differences, physics_hash, read_checkpoint,
                               read_checkpoint_state, write_checkpoint)
 from qftml.collective import on_root
 from qftml.progress import Progress
-from qftml.config import ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, load_config
+from qftml.config import ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, check_cluster, load_config
 from qftml.io.ensembles import (EnsembleFileError, EnsembleWriter, choose_write_path, observable_layout,
                                read_attrs, stack_observables)
 
@@ -70,6 +71,8 @@ def load_sample_config(path, overrides=(), comm=None) -> dict:
         raise ConfigError(f"sampler.sweeps = {s['sweeps']} must be a multiple of sampler.every = {s['every']}")
     if not cfg["output"]["path"]:
         raise ConfigError("output.path is empty (give the HDF5 file to write)")
+    if comm is not None:
+        check_cluster(s, comm.size)
     return cfg
 
 
@@ -97,10 +100,13 @@ def physics_description(cfg, couplings_sha256=None) -> dict:
         action["couplings_sha256"] = couplings_sha256
     else:
         action.update({k: a[k] for k in ("kappa", "mu2", "lam", "h", "extra", "g")})
+    sampler = {k: s[k] for k in ("algorithm", "hits", "seed", "step", "start", "thermalize", "every")}
+    if s["cluster"] != "none":  # absent without clusters: checkpoints of earlier versions still resume
+        sampler.update(cluster=s["cluster"], cluster_every=s["cluster_every"])
     return {
         "lattice": {"shape": list(cfg["lattice"]["shape"])},
         "action": action,
-        "sampler": {k: s[k] for k in ("algorithm", "hits", "seed", "step", "start", "thermalize", "every")},
+        "sampler": sampler,
         "output": {"configs": cfg["output"]["configs"]},
     }
 
@@ -239,8 +245,10 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
     store = cfg["output"]["configs"]
     batch = _auto_batch(cfg, lattice, N)
     write_path = choose_write_path(comm)
+    check_cluster(s_cfg, comm.size)
     sampler = qftml.Sampler(action, seed=s_cfg["seed"], algorithm=s_cfg["algorithm"], hits=s_cfg["hits"],
-                            step=s_cfg["step"], start="keep" if resume else s_cfg["start"])
+                            step=s_cfg["step"], start="keep" if resume else s_cfg["start"],
+                            cluster=s_cfg["cluster"], cluster_every=s_cfg["cluster_every"])
     if resume:
         sampler.field.local = block  # setting the field refreshes its ghosts
         sampler.sweep_index = int(state["sweep_index"])
@@ -249,6 +257,7 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
         runs = list(old_attrs.get("runs", []))
         start_time = old_attrs.get("start_time", stamp(comm))
         acc_sum, acc_sweeps = float(state.get("acc_sum", 0.0)), int(state.get("acc_sweeps", 0))
+        cluster_counts = dict(state.get("cluster_counts", {}))
     else:
         if comm.rank == 0:
             for stale in (ckpt_path, ckpt_path + ".tmp"):
@@ -269,6 +278,7 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
         writer = EnsembleWriter.create(out_path, lattice, attrs, layout, action.couplings(), store_configs=store,
                                        batch=batch, write_path=write_path, couplings_attrs=couplings_attrs(action))
         acc_sum, acc_sweeps = 0.0, 0
+        cluster_counts = {}
     runs.append({"start": stamp(comm), "end": "", "n_ranks": comm.size, "process_grid": list(lattice.grid),
                  "write_path": write_path, "first_sweep": sampler.sweep_index, "first_record": writer.n_records,
                  "exit": "running"})
@@ -276,17 +286,20 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
                      write_path=write_path, runs=runs, sampler=cfg["sampler"], config=cfg)
     log(comm, f"{'resuming' if resume else 'starting'} {out_path}: lattice {list(lattice.shape)} on "
               f"{comm.size} rank(s), grid {list(lattice.grid)}, {action.field_type} field, "
-              f"{s_cfg['algorithm']}, sweep {sampler.sweep_index}, record {writer.n_records}/{N}, "
+              f"{s_cfg['algorithm']}" + (f" + {s_cfg['cluster']} every {s_cfg['cluster_every']}"
+                                         if s_cfg["cluster"] != "none" else "") + f", sweep {sampler.sweep_index}, record {writer.n_records}/{N}, "
               f"write path {write_path}")
 
     with StopFlag(comm) as stop:
         code, acceptance = _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, write_path,
-                                  T, N, batch, stop, quiet, acc_sum, acc_sweeps, resume)
+                                  T, N, batch, stop, quiet, acc_sum, acc_sweeps, resume, cluster_counts)
     end = stamp(comm)
     runs[-1].update(end=end, last_sweep=sampler.sweep_index, last_record=writer.n_records,
                     exit="complete" if code == EXIT_OK else "preempted")
     # the tuned Metropolis step and the mean acceptance over the recorded sweeps so far
     final = {"runs": runs, "step": sampler.step, "acceptance": acceptance}
+    if cluster_counts:  # over the recorded sweeps, like the acceptance
+        final["cluster_stats"] = cluster_summary(cluster_counts)
     if code == EXIT_OK:
         final.update(complete=True, end_time=end)
     writer.set_attrs(**final)
@@ -301,7 +314,8 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
 
 
 def _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, write_path, T, N, batch, stop,
-           quiet, acc_sum, acc_sweeps, resume):
+           quiet, acc_sum, acc_sweeps, resume, cluster_counts):
+    """The chain; cluster_counts (summed counts of the recorded sweeps) is updated in place."""
     every, K = cfg["sampler"]["every"], cfg["sampler"]["checkpoint_every"]
     store = cfg["output"]["configs"]
     total = T + N * every
@@ -321,7 +335,7 @@ def _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, writ
         write_checkpoint(ckpt_path, sampler.field, {
             "physics": physics, "sweep_index": sampler.sweep_index, "step": sampler.step,
             "n_records": writer.n_records, "phase": "thermalize" if sampler.sweep_index < T else "production",
-            "acc_sum": acc_sum, "acc_sweeps": acc_sweeps, "n_ranks": comm.size,
+            "acc_sum": acc_sum, "acc_sweeps": acc_sweeps, "cluster_counts": cluster_counts, "n_ranks": comm.size,
             "process_grid": list(lattice.grid), "time": stamp(comm), "package_version": qftml.__version__,
         }, write_path)
         last_ckpt = sampler.sweep_index
@@ -369,10 +383,16 @@ def _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, writ
                 writer.append(cfg_buf[:k] if store else None, stack_observables(obs_buf, writer.layout))
                 obs_buf = []
                 acc = sampler.acceptance()
+                clusters = {}
+                counts = sampler.cluster_counts()
+                if counts is not None:
+                    for key, v in counts.items():
+                        cluster_counts[key] = cluster_counts.get(key, 0) + v
+                    clusters = {"cluster_size": f"{cluster_summary(counts)['mean_cluster_size']:.3g}"}
                 sampler.reset_counters()
                 acc_sum += acc * k * every
                 acc_sweeps += k * every
-                progress.update(s, phase="production", records=f"{n_rec}/{N}", acceptance=f"{acc:.3f}")
+                progress.update(s, phase="production", records=f"{n_rec}/{N}", acceptance=f"{acc:.3f}", **clusters)
             if ckpt_due or n_rec == N or stopping:
                 checkpoint()
             if stopping:

@@ -2,7 +2,8 @@
 
 Runs the config's lattice, action and sampler for a few timed repeats and prints the median
 site updates per second (total and per rank) and where the time went (site updates, blocked on
-the halo exchange, packing it). The full comparison against reference implementations is
+the halo exchange, packing it); with [sampler] cluster also sweeps per second, the cluster sizes
+and the CPU share of the cluster update's phases. The full comparison against reference implementations is
 `make bench` (benchmarks/run.py, docs/performance.md).
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from mpi4py import MPI
 
 from qftml.cli import add_config_arguments
-from qftml.config import ACTION, LATTICE, SAMPLER, Spec, load_config
+from qftml.config import ACTION, LATTICE, SAMPLER, Spec, check_cluster, load_config
 
 HELP = "measure sampler throughput (site updates per second per rank) for a config"
 
@@ -48,17 +49,22 @@ def run(args) -> int:
     action = Action.homogeneous(lat, a["kappa"], a["mu2"], a["lam"], a["h"], field=a["field"],
                                 extra=a["extra"] or None, g=a["g"])
     s = cfg["sampler"]
-    chain = qftml.Sampler(action, seed=s["seed"], algorithm=s["algorithm"], hits=s["hits"], step=s["step"])
+    check_cluster(s, comm.size)
+    chain = qftml.Sampler(action, seed=s["seed"], algorithm=s["algorithm"], hits=s["hits"], step=s["step"],
+                          cluster=s["cluster"], cluster_every=s["cluster_every"])
     chain.thermalize(min(s["thermalize"], 50))
-    rates, shares = [], []
+    chain.reset_counters()
+    rates, sweep_rates, shares, cpu = [], [], [], []
     for _ in range(cfg["bench"]["repeats"]):
         chain.reset_timers()
         comm.Barrier()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         chain.sweep(cfg["bench"]["sweeps"])
         comm.Barrier()
         dt = time.perf_counter() - t0
+        cpu.append(time.process_time() - c0)
         rates.append(lat.volume * s["hits"] * cfg["bench"]["sweeps"] / dt)
+        sweep_rates.append(cfg["bench"]["sweeps"] / dt)
         shares.append(chain.timers())
     result = {
         "shape": list(lat.shape), "grid": list(lat.grid), "ranks": comm.size, "algorithm": s["algorithm"],
@@ -67,7 +73,14 @@ def run(args) -> int:
         "site_updates_per_s_per_rank": float(np.median(rates)) / comm.size,
         "halo_wait_fraction": float(np.median([t["halo_wait"] / max(t["update"], 1e-12) for t in shares])),
         "acceptance": chain.acceptance(),
+        "sweeps_per_s": float(np.median(sweep_rates)),
     }
+    if s["cluster"] != "none":
+        phases = ("bonds", "labels", "merge", "flips")
+        result["cluster"] = {"algorithm": s["cluster"], "every": s["cluster_every"], **chain.cluster_stats(),
+                             "cpu_fraction": {p: float(np.median([t["cluster_" + p] / c for t, c in zip(shares, cpu)]))
+                                              for p in phases},
+                             "bytes_per_site": chain.cluster_bytes_per_site}
     if comm.rank == 0:
         if args.json:
             print(json.dumps(result, indent=2))
@@ -76,6 +89,11 @@ def run(args) -> int:
                   f"{result['site_updates_per_s'] / 1e6:.1f} M site updates/s "
                   f"({result['site_updates_per_s_per_rank'] / 1e6:.1f} M per rank), halo wait "
                   f"{100 * result['halo_wait_fraction']:.1f}% of update time, acceptance {result['acceptance']:.2f}")
+            if "cluster" in result:
+                c = result["cluster"]
+                print(f"  {result['sweeps_per_s']:.1f} sweeps/s with {c['algorithm']} every {c['every']}: "
+                      f"{c['clusters_per_update']:.0f} clusters per update, mean size {c['mean_cluster_size']:.3g}; "
+                      "CPU share " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in c["cpu_fraction"].items()))
         if cfg["output"]["path"]:
             with open(cfg["output"]["path"], "w") as f:
                 json.dump(result, f, indent=2)

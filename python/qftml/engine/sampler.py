@@ -1,13 +1,22 @@
 """Markov chains on the distributed lattice.
 
 Exports:
-    Sampler(action, seed, algorithm="metropolis", hits=1, step=1.0, start="hot", field=None)
+    Sampler(action, seed, algorithm="metropolis", hits=1, step=1.0, start="hot", field=None,
+            cluster="none", cluster_every=1)
+    CLUSTER_ALGORITHMS   ("none", "swendsen-wang", "wolff")
+    cluster_summary(counts) -> dict   clusters_per_update, mean_cluster_size, flip_fraction of
+                                      summed counts {updates, clusters, sites, flipped}
 
 Algorithms: "metropolis" (phi' = phi + step (2u - 1), `hits` per site, step tuned only in
 thermalize) and "heatbath" (exact draw from the single-site conditional). `ising` actions always
 use spin-flip Metropolis. Random numbers are counter based (Philox-4x32-10 at global site index,
 sweep, hit), so a chain is the same bit for bit on any number of ranks and any process grid, and
 (field, sweep_index, step) is a complete checkpoint.
+
+Cluster updates (DESIGN 1.2b) flip the signs of embedded-Ising clusters: "swendsen-wang" (every
+cluster, any process grid, the same chain on all of them) or "wolff" (single clusters until they
+have covered the volume; the lattice must be on one rank). One follows every `cluster_every`-th
+local sweep and is part of it: sweep_index, `every` and checkpoints keep their meaning.
 """
 from __future__ import annotations
 
@@ -16,16 +25,38 @@ from qftml.engine.action import Action
 from qftml.engine.lattice import Field
 from qftml.engine.observables import measure
 
+CLUSTER_ALGORITHMS = ("none", "swendsen-wang", "wolff")
+CLUSTER_COUNTS = ("updates", "clusters", "sites", "flipped")
+
+
+def cluster_summary(counts: dict) -> dict:
+    """Mean number of clusters per update, sites per cluster, fraction of clusters flipped."""
+    n, k = counts["updates"], counts["clusters"]
+    return {"updates": int(n), "clusters_per_update": k / n if n else float("nan"),
+            "mean_cluster_size": counts["sites"] / k if k else float("nan"),
+            "flip_fraction": counts["flipped"] / k if k else float("nan")}
+
 
 class Sampler:
     def __init__(self, action: Action, seed: int, algorithm: str = "metropolis", hits: int = 1,
-                 step: float = 1.0, start: str = "hot", field: Field | None = None):
+                 step: float = 1.0, start: str = "hot", field: Field | None = None,
+                 cluster: str = "none", cluster_every: int = 1):
         self.action = action
         self.field = Field(action.lattice) if field is None else field
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self._core = _core.Sampler(action._core, self.field._core, seed, algorithm, int(hits), float(step))
+        if cluster not in CLUSTER_ALGORITHMS:
+            raise ValueError(f"cluster must be one of {', '.join(map(repr, CLUSTER_ALGORITHMS))}, got {cluster!r}")
+        if cluster == "wolff" and action.lattice.size > 1:
+            raise ValueError(f"cluster = 'wolff' needs the whole lattice on one rank (it is split over "
+                             f"{action.lattice.size}); use 'swendsen-wang'")
+        if not isinstance(cluster_every, int) or cluster_every < 1:
+            raise ValueError(f"cluster_every must be an integer >= 1, got {cluster_every!r}")
+        self._core = _core.Sampler(action._core, self.field._core, seed, algorithm, int(hits), float(step),
+                                   cluster, int(cluster_every))
         self.algorithm = algorithm
+        self.cluster = cluster
+        self.cluster_every = int(cluster_every)
         if start == "hot":
             self._core.randomize()
         elif start == "cold":
@@ -47,7 +78,21 @@ class Sampler:
         return self._core.acceptance()
 
     def reset_counters(self) -> None:
+        """Restart the acceptance and the cluster counters."""
         self._core.reset_counters()
+
+    def cluster_counts(self) -> dict | None:
+        """Cluster updates, clusters, sites in them and clusters flipped since reset_counters(),
+        over all ranks, as of the last sweep() or thermalize() (local: safe on one rank); None
+        without a cluster update. A Swendsen-Wang update covers every site once."""
+        c = self._core.cluster_counters()
+        return None if c is None else {k: int(c[k]) for k in CLUSTER_COUNTS}
+
+    def cluster_stats(self) -> dict | None:
+        """cluster_summary() of cluster_counts(): updates, clusters_per_update, mean_cluster_size
+        (sites per cluster), flip_fraction (clusters flipped / clusters). None without clusters."""
+        c = self.cluster_counts()
+        return None if c is None else cluster_summary(c)
 
     def measure(self) -> dict:
         """Observables of the current configuration (collective); see qftml.engine.observables.measure."""
@@ -78,6 +123,17 @@ class Sampler:
         self._core.reset_timers()
 
     def timers(self) -> dict:
-        """Seconds in site updates, blocked on the halo exchange, and packing/unpacking it."""
-        return {"update": self._core.update_seconds, "halo_wait": self._core.halo_wait_seconds,
-                "halo_pack": self._core.halo_pack_seconds}
+        """Seconds in site updates, blocked on the halo exchange, and packing/unpacking it (wall
+        time); with a cluster update also cluster_bonds, cluster_labels, cluster_merge (across
+        ranks), cluster_flips (this rank's CPU seconds; Wolff counts everything as bonds)."""
+        out = {"update": self._core.update_seconds, "halo_wait": self._core.halo_wait_seconds,
+               "halo_pack": self._core.halo_pack_seconds}
+        c = self._core.cluster_seconds()
+        if c is not None:
+            out.update({f"cluster_{k}": v for k, v in c.items()})
+        return out
+
+    @property
+    def cluster_bytes_per_site(self) -> float:
+        """Memory of the cluster machinery (bonds, labels, per-cluster arrays) per local site."""
+        return self._core.cluster_bytes_per_site
