@@ -244,6 +244,17 @@ PYBIND11_MODULE(_core, m) {
              out["bonds"] = c.bonds, out["labels"] = c.labels, out["merge"] = c.merge, out["flips"] = c.flips;
              return out;
            })
+      // Tests: one cluster update alone with RNG counter `sweep` (the field's sweep index is not
+      // advanced), counters reduced as after sweep().
+      .def(
+          "cluster_update",
+          [](Sampler& s, uint64_t sweep) {
+            if (!s.cluster()) throw py::value_error("this sampler has no cluster update");
+            py::gil_scoped_release release;
+            s.cluster()->update(sweep);
+            s.cluster()->reduce_counters();
+          },
+          py::arg("sweep"))
       .def_property_readonly("cluster_bytes_per_site",
                              [](Sampler& s) { return s.cluster() ? s.cluster()->bytes_per_site() : 0.0; });
 

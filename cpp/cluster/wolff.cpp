@@ -8,8 +8,6 @@
 namespace qftml {
 namespace {
 
-constexpr uint32_t kMaxWolffClusters = 65535;  // the cluster number is the 16-bit draw of the counters
-
 inline void philox_at(uint64_t index, uint32_t draw, uint64_t sweep, PhiloxKey key, uint32_t* w) {
   w[0] = static_cast<uint32_t>(index);
   w[1] = (static_cast<uint32_t>(index >> 32) & 0xFFFFu) | (draw << 16);
@@ -75,36 +73,31 @@ void Wolff::update(uint64_t sweep) {
   const double t0 = thread_cpu_seconds();
   field_.get_local(phi_.data());
   const PhiloxKey coins = rng_key(seed_, static_cast<uint32_t>(RngPurpose::cluster_coins));
-  int64_t covered = 0;
-  uint32_t n = 0;
-  while (covered < volume_ && n < kMaxWolffClusters) {
-    uint32_t w[4];
-    philox_at(n, 1, sweep, coins, w);
-    const int64_t start = std::min<int64_t>(volume_ - 1, static_cast<int64_t>(uniform52(w[0], w[1]) * static_cast<double>(volume_)));
-    double sum = 0.0;
-    const int64_t size = grow(start, n, sweep, &sum);
-    bool flip = true;
-    if (has_field_) {
-      philox_at(n, 2, sweep, coins, w);
-      const double t = 2.0 * sum;
-      flip = uniform52(w[0], w[1]) < exp_clamped(t < 0.0 ? t : 0.0);
-    }
-    if (flip)
-      for (int32_t i : queue_) phi_[i] = -phi_[i];
-    counters_.flipped += flip;
-    covered += size;
-    ++n;
+  uint32_t w[4];
+  philox_at(0, 1, sweep, coins, w);
+  const int64_t start = std::min<int64_t>(volume_ - 1, static_cast<int64_t>(uniform52(w[0], w[1]) * static_cast<double>(volume_)));
+  double sum = 0.0;
+  const int64_t size = grow(start, sweep, &sum);
+  bool flip = true;
+  if (has_field_) {
+    philox_at(0, 2, sweep, coins, w);
+    const double t = 2.0 * sum;
+    flip = uniform52(w[0], w[1]) < exp_clamped(t < 0.0 ? t : 0.0);
   }
-  field_.set_local(phi_.data());  // refreshes the ghosts
-  counters_.clusters += n;
-  counters_.sites += covered;
+  if (flip) {
+    for (int32_t i : queue_) phi_[i] = -phi_[i];
+    field_.set_local(phi_.data());  // refreshes the ghosts
+  }
+  counters_.flipped += flip;
+  counters_.clusters += 1;
+  counters_.sites += size;
   ++counters_.updates;
-  seconds_.bonds += thread_cpu_seconds() - t0;  // growth and flips are interleaved: all under bonds
+  seconds_.bonds += thread_cpu_seconds() - t0;  // growth and flip: all under bonds
 }
 
 // Breadth-first growth from `start`; the cluster is left in queue_. Returns its size and adds
 // sum_C r phi to *field_sum.
-int64_t Wolff::grow(int64_t start, uint32_t cluster, uint64_t sweep, double* field_sum) {
+int64_t Wolff::grow(int64_t start, uint64_t sweep, double* field_sum) {
   if (++tag_ == 0) {  // stamps wrapped around: clear them
     std::fill(stamp_.begin(), stamp_.end(), 0u);
     tag_ = 1;
@@ -116,7 +109,7 @@ int64_t Wolff::grow(int64_t start, uint32_t cluster, uint64_t sweep, double* fie
   int spare = 0;  // uniforms left in `words` (two per block)
   auto next_uniform = [&]() {
     if (spare == 0) {
-      philox_at(block++, cluster, sweep, key, words);
+      philox_at(block++, 0, sweep, key, words);
       spare = 2;
       return uniform52(words[0], words[1]);
     }

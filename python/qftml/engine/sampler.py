@@ -14,8 +14,8 @@ sweep, hit), so a chain is the same bit for bit on any number of ranks and any p
 (field, sweep_index, step) is a complete checkpoint.
 
 Cluster updates (DESIGN 1.2b) flip the signs of embedded-Ising clusters: "swendsen-wang" (every
-cluster, any process grid, the same chain on all of them) or "wolff" (single clusters until they
-have covered the volume; the lattice must be on one rank). One follows every `cluster_every`-th
+cluster, any process grid, the same chain on all of them) or "wolff" (one single cluster per
+update; the lattice must be on one rank). One follows every `cluster_every`-th
 local sweep and is part of it: sweep_index, `every` and checkpoints keep their meaning.
 """
 from __future__ import annotations
