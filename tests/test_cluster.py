@@ -35,9 +35,9 @@ def links_of(shape, offsets):
     """(i, j, l) for every link (x, x + e_l) of the periodic lattice, global lexicographic indices."""
     idx = np.arange(int(np.prod(shape))).reshape(shape)
     out = []
-    for l, e in enumerate(offsets):
+    for link, e in enumerate(offsets):
         j = np.roll(idx, shift=[-v for v in e], axis=tuple(range(len(shape))))
-        out += [(int(a), int(b), l) for a, b in zip(idx.ravel(), j.ravel())]
+        out += [(int(a), int(b), link) for a, b in zip(idx.ravel(), j.ravel())]
     return out
 
 
@@ -49,7 +49,7 @@ def sw_transition(phi, w, r, links):
     positive), clusters flipped with probability 1/2 min(1, exp(2 sum_C r phi))."""
     V, n = phi.size, len(links)
     i, j = np.array([a for a, _, _ in links]), np.array([b for _, b, _ in links])
-    wl = np.array([w.reshape(V, -1)[a, l] for a, _, l in links])
+    wl = np.array([w.reshape(V, -1)[a, link] for a, _, link in links])
     x = 2 * wl * phi[i] * phi[j]
     active = x > 0  # links that can be bonded: only they are enumerated
     i, j, P = i[active], j[active], -np.expm1(-x[active])

@@ -284,10 +284,11 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
                  "exit": "running"})
     writer.set_attrs(process_grid=np.array(lattice.grid, dtype=np.int64), n_ranks=comm.size,
                      write_path=write_path, runs=runs, sampler=cfg["sampler"], config=cfg)
+    updates = s_cfg["algorithm"] + (f" + {s_cfg['cluster']} every {s_cfg['cluster_every']}"
+                                    if s_cfg["cluster"] != "none" else "")
     log(comm, f"{'resuming' if resume else 'starting'} {out_path}: lattice {list(lattice.shape)} on "
               f"{comm.size} rank(s), grid {list(lattice.grid)}, {action.field_type} field, "
-              f"{s_cfg['algorithm']}" + (f" + {s_cfg['cluster']} every {s_cfg['cluster_every']}"
-                                         if s_cfg["cluster"] != "none" else "") + f", sweep {sampler.sweep_index}, record {writer.n_records}/{N}, "
+              f"{updates}, sweep {sampler.sweep_index}, record {writer.n_records}/{N}, "
               f"write path {write_path}")
 
     with StopFlag(comm) as stop:
@@ -311,6 +312,17 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
     else:
         log(comm, f"done: {writer.n_records} records in {out_path}, checkpoint {ckpt_path}")
     return code
+
+
+def _add_cluster_counts(sampler, totals: dict) -> dict:
+    """Add the sampler's cluster counts (before its counters are reset) to totals; the progress
+    field of this batch ({} without a cluster update)."""
+    counts = sampler.cluster_counts()
+    if counts is None:
+        return {}
+    for key, v in counts.items():
+        totals[key] = totals.get(key, 0) + v
+    return {"cluster_size": f"{cluster_summary(counts)['mean_cluster_size']:.3g}"}
 
 
 def _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, write_path, T, N, batch, stop,
@@ -383,12 +395,7 @@ def _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, writ
                 writer.append(cfg_buf[:k] if store else None, stack_observables(obs_buf, writer.layout))
                 obs_buf = []
                 acc = sampler.acceptance()
-                clusters = {}
-                counts = sampler.cluster_counts()
-                if counts is not None:
-                    for key, v in counts.items():
-                        cluster_counts[key] = cluster_counts.get(key, 0) + v
-                    clusters = {"cluster_size": f"{cluster_summary(counts)['mean_cluster_size']:.3g}"}
+                clusters = _add_cluster_counts(sampler, cluster_counts)
                 sampler.reset_counters()
                 acc_sum += acc * k * every
                 acc_sweeps += k * every

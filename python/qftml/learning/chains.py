@@ -8,7 +8,7 @@ and meant for `fit` ("fit_chain") and the networks.
 
 Exports:
     PersistentChain(comms, seed, purpose, algorithm, hits, step, start, thermalize,
-                    thermalize_after_update, tune=True)
+                    thermalize_after_update, tune=True, cluster="none", cluster_every=1)
         .run(action, samples, sweeps_between, each) -> acceptance (mean over replicas)
                          thermalize (first segment: `thermalize` sweeps, later
                          `thermalize_after_update`), then `samples` times: sweep, each(field)
@@ -25,18 +25,21 @@ from qftml.engine.sampler import Sampler
 class PersistentChain:
     def __init__(self, comms, seed: int, purpose: str = "learn_chain", algorithm: str = "metropolis",
                  hits: int = 1, step: float = 1.0, start: str = "hot", thermalize: int = 100,
-                 thermalize_after_update: int = 0, tune: bool = True):
+                 thermalize_after_update: int = 0, tune: bool = True, cluster: str = "none",
+                 cluster_every: int = 1):
         self.comms = comms
         self.seed = derive_seed(seed, purpose, comms.replica)  # own stream per replica
         self.algorithm, self.hits, self.step, self.start, self.tune = algorithm, int(hits), float(step), start, tune
         self.thermalize, self.thermalize_after_update = int(thermalize), int(thermalize_after_update)
+        self.cluster, self.cluster_every = cluster, int(cluster_every)  # Sampler's cluster update
         self.field = None
         self.sweeps = 0
 
     def run(self, action, samples: int, sweeps_between: int, each) -> float:
         first = self.field is None
         sampler = Sampler(action, seed=self.seed, algorithm=self.algorithm, hits=self.hits, step=self.step,
-                          start=self.start if first else "keep", field=self.field)
+                          start=self.start if first else "keep", field=self.field, cluster=self.cluster,
+                          cluster_every=self.cluster_every)
         if first:
             self.field = sampler.field
         sampler.sweep_index = self.sweeps

@@ -79,7 +79,8 @@ def build_optimizer(t: dict):
 def learn_schema() -> dict:
     from qftml.config import ACTION, LATTICE, OUTPUT, SAMPLER, Spec
 
-    sampler = {k: SAMPLER[k] for k in ("algorithm", "thermalize", "hits", "seed", "step", "start")}
+    sampler = {k: SAMPLER[k] for k in ("algorithm", "thermalize", "hits", "seed", "step", "start", "cluster",
+                                        "cluster_every")}
     model = {
         "init": Spec("str", "random", choices=("random", "file"), help="random ranges or a couplings file"),
         "couplings": Spec("str", "", help="HDF5 file with /couplings (init = 'file')"),
@@ -172,6 +173,9 @@ def write_model_couplings(path, model, comms, group: str = "couplings") -> None:
 def trainer_physics(cfg: dict, sections) -> dict:
     """What a resume must agree on: the given config sections, without the process grid."""
     out = {sec: {k: v for k, v in cfg[sec].items() if k != "grid"} for sec in sections}
+    if out.get("sampler", {}).get("cluster") == "none":  # as before clusters existed: old checkpoints resume
+        out["sampler"].pop("cluster")
+        out["sampler"].pop("cluster_every", None)
     return json.loads(json.dumps(out))
 
 
@@ -205,7 +209,8 @@ def free_energy_estimate(lat, couplings, cfg, comms, stream, extra_offsets=None)
     return free_energy_ti(lat, couplings, extra_offsets=extra_offsets or (), field=cfg["target"]["field"],
                           nodes=t["f_nodes"], samples=t["f_samples"], thermalize=t["f_thermalize"],
                           sweeps_between=t["sweeps_between"], algorithm=s["algorithm"], hits=s["hits"],
-                          comms=comms, seed=s["seed"], stream=stream)
+                          comms=comms, seed=s["seed"], stream=stream, cluster=s.get("cluster", "none"),
+                          cluster_every=s.get("cluster_every", 1))
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -277,7 +282,7 @@ def run_learn(cfg, replicas=1, resume=False, quiet=False, comm=None) -> LearnRes
 
     import qftml
     from qftml import learning as L
-    from qftml.config import ConfigError
+    from qftml.config import ConfigError, check_cluster
     from qftml.io.checkpoints import checkpoint_path
     from qftml.io.history import History
     from qftml.learning.free_energy import TARGET_STREAM
@@ -288,11 +293,13 @@ def run_learn(cfg, replicas=1, resume=False, quiet=False, comm=None) -> LearnRes
     lat, target, model = _build(cfg, comms)
     comms.connect(lat)
     t, s, out = cfg["training"], cfg["sampler"], cfg["output"]
+    check_cluster(s, comms.domain.size)
     trainer = L.Trainer(model, target, build_optimizer(t), comms, seed=s["seed"], samples=t["samples"],
                         sweeps_between=t["sweeps_between"], thermalize=s["thermalize"],
                         thermalize_after_update=t["thermalize_after_update"], algorithm=s["algorithm"],
                         hits=s["hits"], step=s["step"], start=s["start"], precondition=t["precondition"],
-                        damping=t["damping"], max_step=t["max_step"], damping_mode=t["damping_mode"])
+                        damping=t["damping"], max_step=t["max_step"], damping_mode=t["damping_mode"],
+                        cluster=s.get("cluster", "none"), cluster_every=s.get("cluster_every", 1))
     path, ckpt = out["path"], checkpoint_path(out["path"])
     physics = trainer_physics(cfg, ("lattice", "target", "model", "sampler"))
     history = History(path, comm, **HISTORY_GROUPS)
@@ -388,7 +395,8 @@ def compare_observables(lat, action_s, target, n, sweeps_between, s, comms):
     out = {}
     for which, (tag, act) in enumerate((("S", action_s), ("A", target))):
         sampler = qftml.Sampler(act, seed=derive_seed(s["seed"], "compare_chain", comms.replica, which),
-                                algorithm=s["algorithm"], hits=s["hits"], step=s["step"])
+                                algorithm=s["algorithm"], hits=s["hits"], step=s["step"],
+                                cluster=s.get("cluster", "none"), cluster_every=s.get("cluster_every", 1))
         sampler.thermalize(max(s["thermalize"], 200))
         rows = []
         for _ in range(n):

@@ -74,7 +74,7 @@ def default_reference(couplings: dict, lattice) -> dict:
 def free_energy_ti(lattice, couplings: dict, extra_offsets=(), field: str = "real", reference: dict | None = None,
                    nodes: int = 8, samples: int = 200, thermalize: int = 200, sweeps_between: int = 1,
                    seed: int = 0, algorithm: str = "metropolis", hits: int = 1, comms=None,
-                   stream: int = 0) -> FreeEnergyResult:
+                   stream: int = 0, cluster: str = "none", cluster_every: int = 1) -> FreeEnergyResult:
     """F_S of the action with local `couplings` (dict of local blocks or scalars) by thermodynamic integration.
 
     comms: qftml.collective.Communicators (replicas share the nodes; collective over comms.world),
@@ -107,7 +107,7 @@ def free_energy_ti(lattice, couplings: dict, extra_offsets=(), field: str = "rea
         c = {f: (1 - t) * np.asarray(theta0[f], dtype=float) + t * np.asarray(full[f], dtype=float) for f in full}
         act = Action(lattice, c["w"], c["a"], c["b"], c["r"], g=c.get("g"), extra_offsets=extra_offsets, field=field)
         sampler = Sampler(act, seed=derive_seed(seed, "ti_node", stream, i), algorithm=algorithm, hits=hits,
-                          start="hot")
+                          start="hot", cluster=cluster, cluster_every=cluster_every)
         sampler.thermalize(thermalize)
         local = np.empty(samples)
         for n in range(samples):

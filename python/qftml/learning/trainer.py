@@ -103,14 +103,16 @@ class Trainer:
                  samples: int, sweeps_between: int = 1, thermalize: int = 100,
                  thermalize_after_update: int = 0, algorithm: str = "metropolis", hits: int = 1,
                  step: float = 1.0, start: str = "hot", tune: bool = True, precondition: str = "none",
-                 damping: float = 1e-3, max_step: float = 0.0, damping_mode: str = "mean"):
+                 damping: float = 1e-3, max_step: float = 0.0, damping_mode: str = "mean",
+                 cluster: str = "none", cluster_every: int = 1):
         if samples < 2:
             raise ValueError(f"training.samples must be >= 2, got {samples}")
         self.model, self.target, self.optimizer, self.comms = model, target, optimizer, comms
         comms.connect(model.lattice)
         self.chain = PersistentChain(comms, seed, "learn_chain", algorithm=algorithm, hits=hits, step=step,
                                      start=start, thermalize=thermalize,
-                                     thermalize_after_update=thermalize_after_update, tune=tune)
+                                     thermalize_after_update=thermalize_after_update, tune=tune,
+                                     cluster=cluster, cluster_every=cluster_every)
         self.samples, self.sweeps_between = int(samples), int(sweeps_between)
         if precondition not in ("none", "fisher"):
             raise ValueError(f"training.precondition must be 'none' or 'fisher', got {precondition!r}")
