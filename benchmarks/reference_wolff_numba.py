@@ -2,11 +2,13 @@
 reference of the cluster benchmark (bench_cluster.py).
 
 Exports:
-    NumbaWolff(w, a, b, r, step, seed, coverage=1.0, hits=1)
+    NumbaWolff(w, a, b, r, step, seed, clusters=1, hits=1)
         .sweep(n)        n times: `hits` checkerboard Metropolis sweeps (reference_numba.py's kernel,
-                         PCG64 uniforms in bulk), then Wolff clusters until they have covered
-                         coverage * V sites; returns (accepted Metropolis moves, clusters)
+                         PCG64 uniforms in bulk), then `clusters` Wolff clusters; returns
+                         (accepted Metropolis moves, sites in the clusters)
         .phi             the field (L0, L1)
+    clusters_for_coverage(ref, coverage, sweeps) -> int   the fixed number of clusters per sweep
+                         whose sizes add up to about coverage * V, from a pilot run of `ref`
 
 The Wolff update (Brower and Tamayo, PRL 62, 1087 (1989); Wolff, PRL 62, 361 (1989)) as a
 physicist writes it for this action: a random seed site; depth-first growth through the four
@@ -15,6 +17,9 @@ P = 1 - exp(-2 w_xy phi_x phi_y) when w_xy phi_x phi_y > 0, each link tested onc
 signs flip with probability min(1, exp(2 sum_C r phi)) (always for r = 0). Uniforms from numba's
 generator inline (one per bond test). Arrays are preallocated; the cluster's marks are cleared by
 walking its site list, so a small cluster costs its size, not V.
+The number of clusters per sweep is fixed: growing clusters until their sizes reach V makes the
+number of steps depend on the path and biases the chain (qftml's Wolff tests saw it); a pilot run
+(clusters_for_coverage) chooses the number once, before the measured chain.
 """
 from __future__ import annotations
 
@@ -25,12 +30,11 @@ from reference_numba import NumbaMetropolis, _seed_numba
 
 
 @numba.njit(cache=True, fastmath=False)
-def _wolff(phi, homog, w, r, has_field, target, stack, cluster, mark):
+def _wolff(phi, homog, w, r, has_field, n_clusters, stack, cluster, mark):
     L0, L1 = phi.shape
     w0 = w[0, 0, 0]
     covered = 0
-    n_clusters = 0
-    while covered < target:
+    for _ in range(n_clusters):
         s = np.random.randint(0, L0 * L1)
         i0, j0 = s // L1, s % L1
         mark[i0, j0] = True
@@ -81,24 +85,22 @@ def _wolff(phi, homog, w, r, has_field, target, stack, cluster, mark):
             if flip:
                 phi[i, j] = -phi[i, j]
         covered += size
-        n_clusters += 1
-    return n_clusters
+    return covered
 
 
 class NumbaWolff:
     """Metropolis sweeps + Wolff clusters on a periodic L0 x L1 lattice (global arrays as NumbaMetropolis)."""
 
-    def __init__(self, w, a, b, r, step, seed=1, coverage=1.0, hits=1, phi=None):
+    def __init__(self, w, a, b, r, step, seed=1, clusters=1, hits=1, phi=None):
         self.metropolis = NumbaMetropolis(w, a, b, r, step, seed=seed, phi=phi)
         self.hits = int(hits)
-        self.coverage = float(coverage)
+        self.clusters = int(clusters)
         m = self.metropolis
         L0, L1 = m.a.shape
         self.has_field = bool(np.any(m.r != 0.0))
         self.stack = np.empty(L0 * L1, dtype=np.int64)
         self.cluster = np.empty(L0 * L1, dtype=np.int64)
         self.mark = np.zeros((L0, L1), dtype=np.bool_)
-        self.target = max(1, int(round(self.coverage * L0 * L1)))
         _seed_numba(seed)
         self.sweep(1)  # compile outside the timed region
 
@@ -108,9 +110,19 @@ class NumbaWolff:
 
     def sweep(self, n: int = 1):
         m = self.metropolis
-        accepted = clusters = 0
+        accepted = covered = 0
         for _ in range(n):
             accepted += m.sweep(self.hits)
-            clusters += _wolff(m.phi, m.homog, m.w, m.r, self.has_field, self.target, self.stack, self.cluster,
-                               self.mark)
-        return accepted, clusters
+            covered += _wolff(m.phi, m.homog, m.w, m.r, self.has_field, self.clusters, self.stack, self.cluster,
+                              self.mark)
+        return accepted, covered
+
+
+def clusters_for_coverage(ref: NumbaWolff, coverage: float, sweeps: int = 200) -> int:
+    """Clusters per sweep whose mean total size is coverage * V (pilot: `sweeps` sweeps of `ref` with
+    one cluster each, which also thermalises it)."""
+    saved = ref.clusters
+    ref.clusters = 1
+    _, covered = ref.sweep(sweeps)
+    ref.clusters = saved
+    return max(1, int(round(coverage * ref.phi.size / (covered / sweeps))))
