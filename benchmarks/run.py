@@ -17,7 +17,8 @@ Steps (all in one run, so every number comes from the same machine state):
   5. engine_worker.py under `mpiexec -n 2`: the same lattices on 2 ranks (per-core rate; the
      alternating numba blocks run on both ranks at once, each on its rank's block, so both codes
      see two busy cores), weak scaling (2L x L on 2 ranks against L x L on 1), halo timers.
-  6. every benchmarks/bench_*.py of the other areas, each as a standalone script.
+  6. every benchmarks/bench_*.py of the other areas, each as a standalone script (bench_cluster.py:
+     critical slowing down, cluster updates against a numba Wolff reference, ~30 min).
 Rates are site updates per second per core, medians over repeats, by wall clock and by process
 CPU time (the second is what to compare on a machine shared with other jobs; the load average
 is recorded). "x numba" is the median of the alternating pairs (step 3/5); "x numba alone"
@@ -86,6 +87,16 @@ def kernel_check():
         return {"status": "compile-failed", "why": comp.stderr[-2000:]}
     run = subprocess.run([exe], capture_output=True, text=True)
     return {"status": "pass" if run.returncode == 0 else "FAIL", "output": run.stdout.strip()}
+
+
+def script_timeout(script, default):
+    """A script may ask for more time than --other-timeout with a line '# bench-timeout: SECONDS'
+    near its top (the long chains of bench_cluster.py)."""
+    with open(script) as f:
+        for line in f.readlines()[:20]:
+            if line.strip().startswith("# bench-timeout:"):
+                return max(default, float(line.split(":", 1)[1]))
+    return default
 
 
 def time_blocks(fn, repeats):
@@ -270,10 +281,11 @@ def main():
         others = sorted(glob.glob(os.path.join(HERE, "bench_*.py")))
         for script in others:
             log(f"\n[6] {os.path.relpath(script, ROOT)}")
+            timeout = script_timeout(script, args.other_timeout)
             try:
-                rc = subprocess.run([sys.executable, script], cwd=ROOT, timeout=args.other_timeout).returncode
+                rc = subprocess.run([sys.executable, script], cwd=ROOT, timeout=timeout).returncode
             except subprocess.TimeoutExpired:
-                rc = f"timeout after {args.other_timeout:.0f} s (--other-timeout)"
+                rc = f"timeout after {timeout:.0f} s (--other-timeout, or the script's bench-timeout line)"
             if rc != 0:
                 log(f"  {os.path.basename(script)} failed: {rc}")
                 status = 1

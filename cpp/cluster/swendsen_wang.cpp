@@ -46,6 +46,7 @@ SwendsenWang::SwendsenWang(const Action& action, Field& field, uint64_t seed)
   build_rows();
   bonds_.resize(volume_);
   parent_.resize(volume_);
+  piece_label_.resize(volume_);
   row_mask_.resize(action.layout().half_row());
 }
 
@@ -172,11 +173,12 @@ void SwendsenWang::label_local() {
       const bool above = bonds[i + up] & mask_b;
       // A new label, or that of the left or upper neighbour (arithmetic select: bonds are random,
       // branches would be mispredicted half the time).
+      const int32_t pu = parent[i + up];
       int32_t p = static_cast<int32_t>(i);
-      p ^= (p ^ parent[i + up]) & -static_cast<int32_t>(above);
+      p ^= (p ^ pu) & -static_cast<int32_t>(above);
       p ^= (p ^ prev) & -static_cast<int32_t>(left);
       parent[i] = p;
-      if (left && above) {
+      if (left & above & (prev != pu)) {  // equal provisional labels: nothing to unite
         rem_union(parent, static_cast<int32_t>(i), static_cast<int32_t>(i + up));
         p = parent[i];
       }
@@ -208,25 +210,24 @@ void SwendsenWang::label_local() {
   }
 }
 
-// Roots become ~piece (negative), every other site points at its root; piece labels are the
+// Every site gets its piece number (pieces numbered in order of their roots): the root of site i
+// is at or before i, and every site before i holds its piece number already. Piece labels are the
 // global index of the root, the piece's smallest site.
 void SwendsenWang::compress_pieces() {
   int32_t* parent = parent_.data();
-  piece_label_.clear();
+  int64_t* label = piece_label_.data();  // volume entries: no bounds to check
   int32_t n = 0;
   const int64_t L = row_length_;
   for (int64_t r = 0; r < n_rows_; ++r) {
     const int64_t base = r * L, gb = row_gbase_[r];
-    for (int64_t x = 0; x < L; ++x) {
+    for (int64_t x = 0; x < L; ++x) {  // no branch: roots are random
       const int64_t i = base + x;
       const int32_t p = parent[i];
-      if (p == i) {
-        parent[i] = ~n++;
-        piece_label_.push_back(gb + x);
-      } else {
-        const int32_t q = parent[p];
-        parent[i] = q < 0 ? p : q;
-      }
+      const bool root = p == i;
+      const int32_t q = parent[p];  // p < i: already its piece number (p = i: unused)
+      parent[i] = root ? n : q;
+      label[n] = gb + x;            // kept only if i is a root
+      n += root;
     }
   }
   n_pieces_ = n;

@@ -9,7 +9,7 @@
 //      cluster whose label is the smallest of their labels, the smallest global site index of the
 //      whole cluster
 //   4. flips: cluster C with label c flips with probability 1/2 min(1, exp(-Delta S)),
-//      Delta S = 2 sum_{x in C} r_x phi_x (the only term of S that changes), from one uniform of
+//      Delta S = -2 sum_{x in C} r_x phi_x (the only term of S that changes), from one uniform of
 //      Philox under rng_key(seed, cluster_coins) at counter (c low 32 bits, c bits 32..47, s low,
 //      s high). The cluster sums are fixed-point (reproducible_sum.hpp), so they are exact and
 //      equal on every process grid; with r = 0 the probability is 1/2 (plain Swendsen-Wang).
@@ -79,10 +79,7 @@ class SwendsenWang {
   void sum_field();
   void decide(uint64_t sweep);
   void flip();
-  int32_t piece_of(int64_t i) const {
-    const int32_t p = parent_[i];
-    return p < 0 ? ~p : ~parent_[p];
-  }
+  int32_t piece_of(int64_t i) const { return parent_[i]; }  // after compress_pieces
 
   const Action& action_;
   Field& field_;
@@ -96,7 +93,7 @@ class SwendsenWang {
   std::vector<int64_t> row_gbase_;     // global index of x_{d-1} = 0 of each natural row
   std::array<int, kMaxClusterLinks> e_last_{};
   std::vector<uint16_t> bonds_, row_mask_;
-  std::vector<int32_t> parent_;        // union-find; after compress: ~piece at roots, root elsewhere
+  std::vector<int32_t> parent_;        // union-find parents; after compress_pieces: the piece of each site
   std::vector<int64_t> piece_label_;   // smallest global site index of each piece (then of its cluster)
   std::vector<fixed128> piece_sum_;    // sum of r phi over each piece (then its cluster), if has_field_
   std::vector<uint8_t> piece_flip_;
