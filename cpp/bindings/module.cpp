@@ -1,6 +1,7 @@
 // module.cpp -- qftml._core: the only C++ that knows Python.
 //
-// Exports the classes Lattice, Field, Action, Sampler, the function measure, the engine's Philox
+// Exports the classes Lattice, Field, Action, Sampler, the function measure, the RG kernels of
+// rg_bindings.cpp (block_constrained_sweep), the engine's Philox
 // over arrays for the driver (philox_words, philox_uniform), and helpers for tests
 // (philox4x32_10, quartic_chain). Communicators arrive as mpi4py objects and are unwrapped
 // with mpi4py's C API (PyMPIComm_Get). Local fields cross as numpy arrays in natural order;
@@ -23,6 +24,7 @@
 
 namespace py = pybind11;
 using namespace qftml;
+namespace qftml { void register_rg(py::module_& m); }  // rg_bindings.cpp
 using Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
 namespace {
@@ -76,6 +78,7 @@ Algorithm parse_algorithm(const std::string& s) {
 PYBIND11_MODULE(_core, m) {
   if (import_mpi4py() < 0) throw py::error_already_set();
   m.doc() = "qftml C++ engine: distributed lattice, phi^4 actions, samplers";
+  register_rg(m);  // RG kernels: rg_bindings.cpp
 
   m.def("mpi_library_version", [] {
     char buf[MPI_MAX_LIBRARY_VERSION_STRING];

@@ -29,6 +29,8 @@ from qftml import _core
 PURPOSES = {
     "rg_tie": 101,            # majority-rule ties of R_b (ising)
     "irg_noise": 102,         # noise of the inverse RG in the kernel of the block average
+    "irg_refine": 103,        # block-constrained refinement of upscaled configurations (config, level)
+    "irg_relax": 104,         # unconstrained refinement chains of upscaled configurations (config, level)
     "learn_chain": 110,       # the chain of each replica of `qftml learn`
     "ti_node": 111,           # thermodynamic-integration chains (free energies)
     "compare_chain": 112,     # direct chains of S and A in learn's comparison

@@ -1,7 +1,8 @@
 """The inverse-RG pipeline of `qftml irg` (DESIGN 1.7, docs/irg.md), collective over one communicator.
 
 Steps (the process grid of [lattice] is kept at every size):
- 1. direct Markov-chain ensembles at L/b and L ([lattice] shape = L, [action], [sampler]) by the
+ 1. direct Markov-chain ensembles at L/b and L ([lattice] shape = L, [action], [sampler]; size L on the
+    stream derive_seed(sampler.seed, "direct_chain", L)) by the
     owner of ensemble generation (qftml.ensemble_generation.run_sample, one chain per rank on
     COMM_SELF, the chains side by side), written as ordinary ensemble files <stem>_direct_L<n>.h5
     with checkpoints every sampler.checkpoint_every sweeps (resume=True continues every chain that
@@ -12,7 +13,9 @@ Steps (the process grid of [lattice] is kept at every size):
     so the blocked L ensemble has the magnetisation scale of the L/b ensemble; "fixed": irg.zeta);
  3. training of the transposed convolution on the L ensemble (qftml.rg.inverse), weights saved;
  4. upscaling of irg.upscale_configs configurations of the L ensemble through irg.levels steps
-    L -> bL -> ... -> b^k L, each level an ordinary ensemble file <stem>_L<n>.h5 (/configs stored
+    L -> bL -> ... -> b^k L (irg.method = "refined": every step followed by irg.refine_sweeps
+    block-constrained sweeps and irg.relax_sweeps unconstrained local + cluster sweeps, qftml.rg.refine;
+    the L/b -> L step of the flow alike), each level an ordinary ensemble file <stem>_L<n>.h5 (/configs stored
     while n_cfg * volume * 8 bytes <= irg.store_max_mb, else observables only, plus
     <stem>_L<n>_snapshot.h5 with the first irg.snapshot configurations); observables by the
     engine (qftml.measure with the homogeneous [action] as a label);
@@ -28,6 +31,7 @@ Exports:
     IRG, SCHEMA                 the [irg] section and the whole schema (lattice, action, sampler, irg, output)
     load_irg_config(path, overrides=(), comm=None) -> dict   validated (ConfigError: exit status 2)
     check_irg_config(cfg, comm) -> InverseRG                 what the pipeline cannot do -> ConfigError
+    make_refiner(cfg, lattice) -> Refiner | None             the refinement of [irg] on a fine lattice
     Exponent(name, method, value, error, exact)              one row of the exponent table
     IrgResult                   exponents, pairs, levels, flow, timings, paths, the scalars of the
                                 analysis, tau_int, and (not in the file) the trained model and the
@@ -78,6 +82,13 @@ IRG = {
     "extra_pairs": Spec("int", 0, min=0, help="also sample L/b^2 ... L/b^(1+n) directly and report every pair of "
                                               "neighbouring sizes (crossing, U there, nu, gamma/nu): the drift with L"),
     "plots": Spec("bool", True),
+    "method": Spec("str", "linear", choices=("linear", "refined"),
+                   help="'refined': after every inverse step block-constrained sweeps (the fine theory's "
+                        "conditional given the block field), then relax_sweeps unconstrained local + cluster sweeps"),
+    "refine_sweeps": Spec("int", 20, min=0, help="block-constrained sweeps per level (method = 'refined')"),
+    "refine_step": Spec("float", 1.0, min=0.0, min_exclusive=True, help="pair-move displacement of the refinement"),
+    "relax_sweeps": Spec("int", 0, min=0, help="unconstrained sweeps per level after the constrained ones "
+                                              "(sampler.hits, sampler.step, sampler.cluster, sampler.cluster_every)"),
 }
 SCHEMA = {"lattice": LATTICE, "action": ACTION, "sampler": SAMPLER, "irg": IRG, "output": OUTPUT}
 HOMOGENEOUS = ("kappa", "mu2", "lam", "h")
@@ -170,6 +181,7 @@ def _direct_chains(cfg, jobs, comm, quiet, resume):
     """Run the chains [(shape, path)] with run_sample, job i on rank i mod size (COMM_SELF)."""
     from mpi4py import MPI
 
+    from qftml.engine.rng import derive_seed
     from qftml.ensemble_generation import EXIT_OK, EXIT_PREEMPTED, run_sample
     from qftml.io.checkpoints import checkpoint_path
 
@@ -177,8 +189,9 @@ def _direct_chains(cfg, jobs, comm, quiet, resume):
     for i, (shape, path) in enumerate(jobs):
         if i % comm.size != comm.rank:
             continue
+        sampler = dict(cfg["sampler"], seed=derive_seed(cfg["sampler"]["seed"], "direct_chain", int(shape[0])))
         chain_cfg = {"lattice": {"shape": list(shape), "grid": []}, "action": dict(cfg["action"]),
-                     "sampler": dict(cfg["sampler"]),
+                     "sampler": sampler,
                      "output": {"path": path, "configs": True, "overwrite": True, "batch": 0}}
         try:
             code = run_sample(chain_cfg, resume=resume and os.path.exists(checkpoint_path(path)), quiet=quiet,
@@ -269,7 +282,9 @@ def _level_attrs(lat, act, irg, model, k, source_L, gain, zeta, weights_path, st
 
     return {"action": {**act, "note": "couplings of the source ensemble; configurations come from the inverse RG"},
             "lattice": {"shape": list(lat.shape), "grid": list(lat.grid)},
-            "sampler": {"algorithm": "inverse-rg", "level": k, "b": irg["b"], "gain": gain, "zeta": zeta,
+            "sampler": {"algorithm": "inverse-rg", "method": irg["method"], "refine_sweeps": irg["refine_sweeps"],
+                        "relax_sweeps": irg["relax_sweeps"], "refine_step": irg["refine_step"], "level": k,
+                        "b": irg["b"], "gain": gain, "zeta": zeta,
                         "filter_size": model.size, "source_L": source_L, "weights": weights_path},
             "seed": int(irg["seed"]), "process_grid": list(lat.grid), "n_ranks": int(lat.size),
             "package_version": qftml.__version__, "start_time": start_time, "irg_level": k}
@@ -325,6 +340,19 @@ class _LevelFiles:
                 s[0].close()
 
 
+def make_refiner(cfg, lattice):
+    """The refinement of [irg] on the fine `lattice` (qftml.rg.refine.Refiner), None for method = 'linear'."""
+    from qftml.rg.refine import Refiner
+
+    irg, smp = cfg["irg"], cfg["sampler"]
+    if irg["method"] != "refined":
+        return None
+    cluster = smp["cluster"] if smp["cluster"] != "wolff" or lattice.size == 1 else "swendsen-wang"
+    return Refiner(lattice, irg["b"], **{k: cfg["action"][k] for k in HOMOGENEOUS}, constrained=irg["refine_sweeps"],
+                   relax=irg["relax_sweeps"], step=irg["refine_step"], hits=smp["hits"], cluster=cluster,
+                   cluster_every=smp["cluster_every"], seed=irg["seed"], relax_step=smp["step"])
+
+
 def _upscale_chain(model, lat_l, cfg_l, obs_l, cfg, stem, weights_path, quiet, comm, zeta, gain, log):
     """Carry irg.upscale_configs configurations of the L ensemble through all levels; write each level."""
     from qftml.progress import Progress
@@ -339,6 +367,7 @@ def _upscale_chain(model, lat_l, cfg_l, obs_l, cfg, stem, weights_path, quiet, c
     for _ in range(levels):
         lats.append(fine_lattice(lats[-1], irg["b"]))
     measures = [None] + [ConfigurationMeasure(lat, **{k: act[k] for k in HOMOGENEOUS}) for lat in lats[1:]]
+    refiners = [None] + [make_refiner(cfg, lat) for lat in lats[1:]]
     files = _LevelFiles(lats, measures, n_up, cfg, model, stem, weights_path, gain, zeta, comm)
     per_level = {k: {"abs_m": [], "m2": [], "m4": [], "sum_phi2_src": []} for k in range(levels + 1)}
     ratio_dev = 0.0
@@ -351,6 +380,8 @@ def _upscale_chain(model, lat_l, cfg_l, obs_l, cfg, stem, weights_path, quiet, c
             per_level[0]["sum_phi2_src"].append(obs_l["sum_phi2"][src])
             for k in range(1, levels + 1):
                 _, x = model.upscale(lats[k - 1], x, seed=irg["seed"], first_config=int(src), level=k, fine=lats[k])
+                if refiners[k] is not None:
+                    x = refiners[k].refine(x[0], int(src), k)[None]
                 o = measures[k](x[0])
                 o["sweep"] = int(obs_l["sweep"][src]) if "sweep" in obs_l else int(src)
                 if np.isfinite(gain) and m0 != 0:
@@ -365,17 +396,23 @@ def _upscale_chain(model, lat_l, cfg_l, obs_l, cfg, stem, weights_path, quiet, c
         log(f"  level L={lat.shape[0]}: {n_up} configs -> {path}" + ("" if store else " (observables only)")
             + (" + snapshot" if snap else ""))
     log(f"  check: max |m_k / (s^k m_0) - 1| over configs and levels = {ratio_dev:.2e}")
+    for lat, ref in zip(lats[1:], refiners[1:]):
+        if ref is not None:
+            log(f"  refinement L={lat.shape[0]}: {ref.constrained} constrained sweeps (acceptance "
+                f"{ref.acceptance:.3f}), {ref.relax} unconstrained sweeps")
     return {"L": np.array([lat.shape[0] for lat in lats], dtype=float), "n": n_up, "pick": pick,
             "per_level": {k: {q: np.array(v) for q, v in dd.items()} for k, dd in per_level.items()},
             "files": files.files, "stored": files.stored, "snapshots": files.snapshots, "ratio_dev": ratio_dev}
 
 
-def _flow_series(model, lat_s, cfg_s, obs_s, act, seed, L):
-    """One upscaling step of the whole L/b ensemble, measured at L: U_up(mu2) for the flow.
-    Reweighting variable: the source's sum phi^2 (the upscaled ensemble is labelled by its source)."""
+def _flow_series(model, lat_s, cfg_s, obs_s, act, seed, L, refiner=None):
+    """One upscaling step of the whole L/b ensemble (refined if `refiner`), measured at L: U_up(mu2) for
+    the flow. Reweighting variable: the source's sum phi^2 (the upscaled ensemble is labelled by its source)."""
     from qftml.rg.inverse import ConfigurationMeasure
 
     fine, up_small = model.upscale(lat_s, cfg_s, seed=seed, first_config=0, level=FLOW_LEVEL)
+    if refiner is not None:
+        up_small = np.stack([refiner.refine(c, i, FLOW_LEVEL) for i, c in enumerate(up_small)])
     measure = ConfigurationMeasure(fine, **{k: act[k] for k in HOMOGENEOUS})
     obs = {k: [] for k in ("abs_m", "m2", "m4")}
     for c in up_small:
@@ -556,7 +593,9 @@ def run_irg(cfg, comm=None, quiet=False, resume=False, log=None) -> IrgResult:
     info = model.train(direct.lat_l, direct.cfg_l, epochs=irg["epochs"], lr=irg["lr"], obs_weight=irg["obs_weight"],
                        seed=irg["seed"])
     timings["training_s"] = time.time() - t
-    linear = model.activation == "linear"
+    # one zero-mode gain s: the linear model, refined or not by block-constrained moves (they keep every
+    # block sum); unconstrained relaxation sweeps move m, then only the measured fits remain
+    linear = model.activation == "linear" and not (irg["method"] == "refined" and irg["relax_sweeps"] > 0)
     gain = model.gain() if linear else float("nan")
     weights_path = f"{stem}_weights.h5"
     if comm.rank == 0:
@@ -564,7 +603,10 @@ def run_irg(cfg, comm=None, quiet=False, resume=False, log=None) -> IrgResult:
     log(f"  trained: MSE/site {info['loss']:.5f}, noise sigma {info['sigma']:.4f}, zero-mode gain s = {gain:.6f} "
         f"(1/zeta = {1 / crit.zeta:.6f}) -> {weights_path}")
 
-    small_up = _flow_series(model, direct.lat_s, direct.cfg_s, direct.obs_s, cfg["action"], irg["seed"], L)
+    from qftml.rg.inverse import fine_lattice
+
+    small_up = _flow_series(model, direct.lat_s, direct.cfg_s, direct.obs_s, cfg["action"], irg["seed"], L,
+                            make_refiner(cfg, fine_lattice(direct.lat_s, b)))
     t = time.time()
     lv = _upscale_chain(model, direct.lat_l, direct.cfg_l, direct.obs_l, cfg, stem, weights_path, quiet, comm,
                         crit.zeta, gain, log)
