@@ -28,12 +28,16 @@ CHANGED = {
     "learn/history/couplings/[wab]/*": _LEARN_SEEDS,
     "learn/history/grad_norm/*": _LEARN_SEEDS,
     "learn/history/projected": _LEARN_SEEDS,
+    "irg/[dw]*": "issue 14: the direct chains of irg run on derive_seed(sampler.seed, 'direct_chain', L) per size "
+                 "(they shared one seed across sizes), so the direct ensembles and the weights trained on them change",
     "irg/exponents": "rounding: nu from the flow moves by ~1e-13 (relative): the reweighting window is now "
                      "computed by scipy's brentq (was a 40-step bisection) and U of the upscaled L/b ensemble by "
-                     "the engine's qftml.measure (reproducible sums) instead of numpy sums",
+                     "the engine's qftml.measure (reproducible sums) instead of numpy sums; since issue 14 also the "
+                     "per-size direct seeds (irg/[dw]*)",
     "irg/levels": "rounding: m^2 of the upscaled levels (rel. <= 3e-13) now computed by the engine's qftml.measure "
                   "(reproducible fixed-point sums) instead of numpy sums; the new irg noise (engine Philox, "
-                  "purpose irg_noise, replaces splitmix64) lies in the kernel of R_b and does not enter m",
+                  "purpose irg_noise, replaces splitmix64) lies in the kernel of R_b and does not enter m; since "
+                  "issue 14 also the per-size direct seeds (irg/[dw]*)",
 }
 
 
