@@ -165,7 +165,13 @@ def bias_curve(cfg, irg_files, L_target, n_cfg, directs, d, ns=(0, 1, 2, 4, 8, 1
     obs = {n: {k: [] for k in ("sum_phi2", "sum_phi4", "sum_links_nn", "abs_m", "m2", "m4", "slice_sums")}
            for n in ns}
     t_up = 0.0
+    edges = np.linspace(-3.5, 3.5, 71)
+    hist = {"linear": np.zeros(70), "constrained": np.zeros(70), "relaxed": np.zeros(70)}
     for i, c in zip(pick, src):
+        y = c[None]
+        for k in range(1, len(lats)):      # the linear path, for the local distribution
+            _, y = model.upscale(lats[k - 1], y, seed=irg["seed"], first_config=int(i), level=k, fine=lats[k])
+        hist["linear"] += np.histogram(y[0], edges)[0]
         t = time.process_time()
         x = c[None]
         for k in range(1, len(lats)):
@@ -181,15 +187,20 @@ def bias_curve(cfg, irg_files, L_target, n_cfg, directs, d, ns=(0, 1, 2, 4, 8, 1
                           step=r.relax_step, start="keep", field=field, cluster=r.cluster,
                           cluster_every=r.cluster_every)
         done = 0
+        hist["constrained"] += np.histogram(x[0], edges)[0]
         for n in ns:
             s.sweep(n - done)
             done = n
             o = meas(field.local)
+            if n == r.relax or (r.relax == 0 and n == ns[-1]):
+                hist["relaxed"] += np.histogram(field.local, edges)[0]
             for k in obs[n]:
                 obs[n][k].append(o[k])
     V = L_target ** d
     dr = directs[L_target]
-    out = {"n": list(ns), "cpu_s_per_config_upscale": t_up / n_cfg, "rows": {}}
+    tot = {k: comm.allreduce(v) for k, v in hist.items()}
+    out = {"n": list(ns), "cpu_s_per_config_upscale": t_up / n_cfg, "rows": {}, "edges": edges.tolist(),
+           "hist": {k: (v / v.sum() / np.diff(edges)).tolist() for k, v in tot.items()}}
     for n in ns:
         o = {k: np.asarray(v, dtype=float) for k, v in obs[n].items()}
         o["ft"] = np.fft.fft(o.pop("slice_sums"), axis=1)[:, :N_MOM]
@@ -219,6 +230,119 @@ def cost(directs_files, sizes, cfg, d):
     return rows
 
 
+NAMES = ["<phi^2>", "<phi^4>/<phi^2>^2", "nn link", "<|m|>", "chi", "U", "xi2"] + [f"G(n={n})" for n in range(N_MOM)]
+
+
+def plots(result, img, direct_hist=None):
+    """<img>_observables.png (upscaled vs direct against L), <img>_bias.png (deviation vs unconstrained
+    sweeps), <img>_local.png (distribution of phi)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qftml.plots import save_figure
+
+    paths = []
+    table = result["table"]
+    Ls = sorted(int(L) for L in table)
+    fig, axes = plt.subplots(2, 4, figsize=(13, 6))
+    for q, ax in enumerate(axes.ravel()[:7]):
+        for key, lab, mk in (("direct", "direct (SW)", "o"), ("up", "refined upscaled", "s")):
+            v = np.array([table[L][key][q] for L in Ls])
+            e = np.array([table[L]["d" + key][q] for L in Ls])
+            ax.errorbar(Ls, v, e, marker=mk, ls="", capsize=3, label=lab)
+        ax.set_xscale("log", base=2)
+        if q in (3, 4, 6):
+            ax.set_yscale("log")
+        ax.set_title(NAMES[q])
+        ax.set_xlabel("L")
+    ax = axes.ravel()[7]
+    for L in Ls:
+        sig = np.array(table[L]["sigma"])
+        ax.plot(range(len(sig)), sig, "o-", label=f"L = {L}")
+    ax.axhspan(-2, 2, color="0.9")
+    ax.set_xticks(range(len(NAMES)))
+    ax.set_xticklabels(NAMES, rotation=90, fontsize=7)
+    ax.set_title("(upscaled - direct) / sigma")
+    ax.legend(fontsize=7)
+    axes.ravel()[0].legend(fontsize=7)
+    paths.append(save_figure(fig, f"{img}_observables.png"))
+    if "bias" in result:
+        b = result["bias"]
+        fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+        ns = b["n"]
+        for q in range(len(NAMES)):
+            rel = [100 * b["rows"][n]["rel"][q] for n in ns]
+            sig = [b["rows"][n]["sigma"][q] for n in ns]
+            xs = [n + 0.5 for n in ns]
+            ax[0].plot(xs, rel, "o-", label=NAMES[q])
+            ax[1].plot(xs, sig, "o-", label=NAMES[q])
+        for a in ax:
+            a.set_xscale("log")
+            a.set_xlabel("unconstrained sweeps n (+ 0.5) after the constrained refinement")
+        ax[0].set_ylabel("deviation from direct (%)")
+        ax[1].set_ylabel("deviation / sigma")
+        ax[1].axhspan(-2, 2, color="0.9")
+        ax[0].legend(fontsize=6, ncol=2)
+        fig.suptitle(f"bias vs sweeps at L = {result['bias_L']}")
+        paths.append(save_figure(fig, f"{img}_bias.png"))
+        fig, ax = plt.subplots(figsize=(6, 4))
+        e = np.array(b["edges"])
+        c = (e[1:] + e[:-1]) / 2
+        for k, st in (("linear", ":"), ("constrained", "--"), ("relaxed", "-")):
+            ax.plot(c, b["hist"][k], st, label=f"upscaled {k}")
+        if direct_hist is not None:
+            ax.plot(c, direct_hist, "k-", lw=0.8, label=f"direct L = {direct_hist_L(result)}")
+        ax.set_xlabel("phi")
+        ax.set_ylabel("density")
+        ax.set_title(f"local distribution at L = {result['bias_L']}")
+        ax.legend(fontsize=8)
+        paths.append(save_figure(fig, f"{img}_local.png"))
+    return paths
+
+
+def _fmt(v, e):
+    from qftml.stats.errors import format_value
+    return format_value(v, e)
+
+
+def markdown(result) -> str:
+    """The docs tables: comparison per size, bias curve, exponents, flow, cost."""
+    lines = ["| L | quantity | direct | refined upscaled | deviation | in sigma |", "|---|---|---|---|---|---|"]
+    for L, t in sorted(result["table"].items(), key=lambda x: int(x[0])):
+        for q, name in enumerate(NAMES):
+            lines.append(f"| {L} | {name} | {_fmt(t['direct'][q], t['ddirect'][q])} | {_fmt(t['up'][q], t['dup'][q])} "
+                         f"| {100 * t['rel'][q]:+.2f} % | {t['sigma'][q]:+.1f} |")
+    if "bias" in result:
+        b = result["bias"]
+        lines += ["", f"bias vs unconstrained sweeps n at L = {result['bias_L']} (deviation in sigma):", "",
+                  "| n | " + " | ".join(NAMES) + " |", "|---" * (len(NAMES) + 1) + "|"]
+        for n in b["n"]:
+            r = b["rows"][n] if n in b["rows"] else b["rows"][str(n)]
+            lines.append(f"| {n} | " + " | ".join(f"{x:+.1f}" for x in r["sigma"]) + " |")
+    lines += ["", "| exponent | sizes | value | exact |", "|---|---|---|---|"]
+    for key in ("exponents_upscaled", "exponents_upscaled_beyond_source", "exponents_direct"):
+        ex = result[key]
+        for q, exact in (("gamma_nu_chi", 1.75), ("gamma_nu_m2", 1.75), ("beta_nu", 0.125)):
+            v, e = ex[q]
+            lines.append(f"| {q} ({key}) | {ex['sizes']} | {_fmt(v, e)} | {exact} ({100 * (v / exact - 1):+.1f} %, "
+                         f"{(v - exact) / e:+.1f} sigma) |")
+    lines += ["", "| level L | lambda | nu |", "|---|---|---|"]
+    for L, f in sorted(result["flow"].items(), key=lambda x: int(x[0])):
+        lines.append(f"| {L} | {_fmt(*f['lambda'])} | {_fmt(*f['nu'])} |")
+    if "cost" in result:
+        lines += ["", "| L | tau_int(abs m) direct (sweeps) | CPU s / sweep | CPU s / independent direct |",
+                  "|---|---|---|---|"]
+        for L, c in sorted(result["cost"].items(), key=lambda x: int(x[0])):
+            lines.append(f"| {L} | {_fmt(*c['tau_int_sweeps'])} | {c['cpu_s_per_sweep']:.3g} | "
+                         f"{c['cpu_s_per_independent']:.3g} |")
+    return "\n".join(lines)
+
+
+def direct_hist_L(result):
+    return result.get("hist_direct_L", "")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("config")
@@ -228,8 +352,14 @@ def main():
     ap.add_argument("--bias-L", type=int, default=128)
     ap.add_argument("--bias-configs", type=int, default=64)
     ap.add_argument("--out", default="")
+    ap.add_argument("--img", default="docs/img", help="directory of the plots")
     ap.add_argument("--direct-only", action="store_true", help="only the direct chains (before the irg run ends)")
+    ap.add_argument("--markdown", default="", help="print the tables of an existing validation.json and stop")
     args = ap.parse_args()
+    if args.markdown:
+        with open(args.markdown) as f:
+            print(markdown(json.load(f)))
+        return
     comm = MPI.COMM_WORLD
     cfg = load_irg_config(args.config, comm=comm)
     stem = output_stem(cfg["output"]["path"])
@@ -263,11 +393,21 @@ def main():
     files = {"weights": f"{stem}_weights.h5", "direct_L": f"{stem}_direct_L{L0}.h5"}
     if args.bias_L in directs:
         result["bias"] = bias_curve(cfg, files, args.bias_L, args.bias_configs, directs, d)
+        result["bias_L"] = args.bias_L
     if comm.rank == 0:
+        with h5py.File(files["direct_L"], "r") as f:     # the direct source's local distribution
+            c = f["configs"][::max(1, f["configs"].shape[0] // 50)]
+        h = np.histogram(c, np.linspace(-3.5, 3.5, 71))[0]
+        result["hist_direct_L"] = L0
+        direct_hist = h / h.sum() / 0.1
+        result["hist_direct"] = direct_hist.tolist()
         result["cost"] = cost(dfiles, args.sizes, cfg, d)
+        for p in plots(result, os.path.join(args.img, "irg_validation"), direct_hist):
+            print(f"plot -> {p}", flush=True)
         with open(os.path.join(out, "validation.json"), "w") as f:
             json.dump(result, f, indent=1, default=float)
         print(f"-> {os.path.join(out, 'validation.json')}", flush=True)
+        print(markdown(result), flush=True)
     comm.Barrier()
 
 

@@ -1,7 +1,8 @@
 """`mpiexec -n N qftml irg CONFIG.toml [--set section.key=value ...] [--resume] [--quiet]`: inverse RG.
 
 Direct chains at L/b and L, Binder crossing, field rescaling, training of the transposed
-convolution, upscaling to b^k L, critical exponents, results file and plots; the work is in
+convolution, upscaling to b^k L (irg.method = "refined": each step followed by block-constrained and
+unconstrained local + cluster sweeps, qftml.rg.refine), critical exponents, results file and plots; the work is in
 qftml.rg.pipeline (steps and files listed there and in docs/irg.md), the plots in qftml.plots.irg.
 Exit codes: 0 done; 2 bad configuration/input; 3 a direct chain stopped by SIGTERM/SIGUSR1 after
 writing its checkpoint (continue with --resume).
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from qftml.rg.pipeline import SCHEMA  # noqa: F401  (the command's schema, re-exported)
 
-HELP = "inverse RG: train a transposed convolution, upscale an ensemble to b^k L, critical exponents"
+HELP = "inverse RG: train a transposed convolution, upscale (and refine) an ensemble to b^k L, critical exponents"
 
 
 def add_arguments(parser):
