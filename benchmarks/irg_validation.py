@@ -2,7 +2,7 @@
 
     mpiexec -n 2 python benchmarks/irg_validation.py examples/irg_critical.toml [--sizes 128 256]
         [--direct-sweeps 40000 20000] [--every 4] [--bias-L 128] [--bias-configs 64]
-        [--out irg_out/validation]
+        [--out irg_out/validation] [--img docs/img] [--set section.key=value ...] [--markdown FILE]
 
 Needs the outputs of `qftml irg CONFIG` (its level files <stem>_L<n>.h5, results file, weights and
 the direct L ensemble). Then:
@@ -353,6 +353,8 @@ def main():
     ap.add_argument("--bias-configs", type=int, default=64)
     ap.add_argument("--out", default="")
     ap.add_argument("--img", default="docs/img", help="directory of the plots")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override one value of the irg config (as for qftml irg)")
     ap.add_argument("--direct-only", action="store_true", help="only the direct chains (before the irg run ends)")
     ap.add_argument("--markdown", default="", help="print the tables of an existing validation.json and stop")
     args = ap.parse_args()
@@ -361,7 +363,7 @@ def main():
             print(markdown(json.load(f)))
         return
     comm = MPI.COMM_WORLD
-    cfg = load_irg_config(args.config, comm=comm)
+    cfg = load_irg_config(args.config, args.overrides, comm=comm)
     stem = output_stem(cfg["output"]["path"])
     out = args.out or os.path.join(os.path.dirname(cfg["output"]["path"]) or ".", "validation")
     if comm.rank == 0:
