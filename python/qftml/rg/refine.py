@@ -69,12 +69,20 @@ def constrained_sweeps(lattice, local, b, couplings, sweeps, seed, step=1.0, fir
     offset, shape = [int(o) for o in lattice.local_offset], [int(n) for n in lattice.shape]
     code = rng.purpose("irg_refine")
     acc = 0
+    whole = all(g == 1 for g in lattice.grid)   # every direction local: the kernel wraps, no ghost is read
+    if whole:
+        P = np.zeros(tuple(n + 2 for n in x.shape))
+        P[inner] = x
     for n in range(int(sweeps)):
         for colour in (0, 1):
-            P = np.ascontiguousarray(halo_pad(lattice, x[None], 1)[0])
+            if not whole:
+                P = np.ascontiguousarray(halo_pad(lattice, x[None], 1)[0])
             acc += _core.block_constrained_sweep(P, offset, shape, int(b), kappa, a, b4, r, int(seed), code,
                                                  int(first_sweep + n), colour, float(step))
-            x = P[inner].copy()
+            if not whole:
+                x = P[inner].copy()
+    if whole:
+        x = P[inner].copy()
     total = lattice.comm.allreduce(acc, op=MPI.SUM)
     return x, total / max(1, int(sweeps) * lattice.volume)
 
