@@ -242,3 +242,20 @@ path = "{tmp_path / 'r.h5'}"
     with h5py.File(tmp_path / "r.h5", "r") as f:
         methods = [e[1].decode() for e in f["exponents"][:2]]
         assert methods == ["upscaled, 3 configs"] * 2
+
+
+def test_relax_chain_false_carries_the_constrained_configuration():
+    """irg.relax_chain = false: the configuration carried to the next level keeps the block sums of the
+    inverse step (only constrained sweeps), the level's output is a relaxed copy of exactly that one."""
+    from qftml.rg.pipeline import _refine_level
+
+    lat = _self_lattice((8, 8))
+    phi = np.random.default_rng(3).normal(size=(8, 8))
+    ref = Refiner(lat, 2, 1.0, -0.95, 0.7, constrained=3, relax=4, seed=2)
+    out, kept = _refine_level(ref, phi, 7, 1, relax_chain=False)
+    np.testing.assert_allclose(block_local(kept[0], 2), block_local(phi, 2), atol=1e-14)
+    assert ref.relax == 4 and not np.allclose(out[0], kept[0])
+    np.testing.assert_array_equal(out[0], ref.relax_sweeps(kept[0], 4, 7, 1))
+    both, same = _refine_level(ref, phi, 7, 1, relax_chain=True)
+    np.testing.assert_array_equal(both, same)
+    np.testing.assert_array_equal(both, out)             # the same streams: relaxed(constrained(phi))

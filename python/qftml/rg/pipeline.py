@@ -89,6 +89,8 @@ IRG = {
     "refine_step": Spec("float", 1.0, min=0.0, min_exclusive=True, help="pair-move displacement of the refinement"),
     "relax_sweeps": Spec("int", 0, min=0, help="unconstrained sweeps per level after the constrained ones "
                                               "(sampler.hits, sampler.step, sampler.cluster, sampler.cluster_every)"),
+    "relax_chain": Spec("bool", True, help="carry the relaxed configuration to the next level (true) or the "
+                                           "constrained one, relaxing a copy for the level's output (false)"),
 }
 SCHEMA = {"lattice": LATTICE, "action": ACTION, "sampler": SAMPLER, "irg": IRG, "output": OUTPUT}
 HOMOGENEOUS = ("kappa", "mu2", "lam", "h")
@@ -353,6 +355,21 @@ def make_refiner(cfg, lattice):
                    cluster_every=smp["cluster_every"], seed=irg["seed"], relax_step=smp["step"])
 
 
+def _refine_level(refiner, local, config, level, relax_chain):
+    """(output of the level, configuration carried on) after the refinement of one configuration: with
+    relax_chain both are the relaxed one; otherwise the constrained one is carried on (block field, and so
+    every long-wavelength mode, inherited exactly) and a relaxed copy is the level's output."""
+    if relax_chain or not refiner.relax:
+        y = refiner.refine(local, config, level)[None]
+        return y, y
+    relax, refiner.relax = refiner.relax, 0
+    try:
+        kept = refiner.refine(local, config, level)
+    finally:
+        refiner.relax = relax
+    return refiner.relax_sweeps(kept, relax, config, level)[None], kept[None]
+
+
 def _upscale_chain(model, lat_l, cfg_l, obs_l, cfg, stem, weights_path, quiet, comm, zeta, gain, log):
     """Carry irg.upscale_configs configurations of the L ensemble through all levels; write each level."""
     from qftml.progress import Progress
@@ -380,16 +397,17 @@ def _upscale_chain(model, lat_l, cfg_l, obs_l, cfg, stem, weights_path, quiet, c
             per_level[0]["sum_phi2_src"].append(obs_l["sum_phi2"][src])
             for k in range(1, levels + 1):
                 _, x = model.upscale(lats[k - 1], x, seed=irg["seed"], first_config=int(src), level=k, fine=lats[k])
+                out = x
                 if refiners[k] is not None:
-                    x = refiners[k].refine(x[0], int(src), k)[None]
-                o = measures[k](x[0])
+                    out, x = _refine_level(refiners[k], x[0], int(src), k, irg["relax_chain"])
+                o = measures[k](out[0])
                 o["sweep"] = int(obs_l["sweep"][src]) if "sweep" in obs_l else int(src)
                 if np.isfinite(gain) and m0 != 0:
                     ratio_dev = max(ratio_dev, abs(o["m"] / (m0 * gain ** k) - 1.0))
                 for key in ("abs_m", "m2", "m4"):
                     per_level[k][key].append(o[key])
                 per_level[k]["sum_phi2_src"].append(obs_l["sum_phi2"][src])
-                files.append(k, i, x, o)
+                files.append(k, i, out, o)
             bar.update()
     files.close()
     for path, store, snap, lat in zip(files.files, files.stored, files.snapshots, lats[1:]):
