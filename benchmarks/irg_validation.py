@@ -145,6 +145,11 @@ def flows(levels, directs, src_sum_phi2, mu2_0, b, L0, d):
     return out
 
 
+def _sym_hist(x, edges):
+    """Histogram of x and -x (the theory is Z2 symmetric; a few configurations are not)."""
+    return np.histogram(x, edges)[0] + np.histogram(-np.asarray(x), edges)[0]
+
+
 def bias_curve(cfg, irg_files, L_target, n_cfg, directs, d, ns=(0, 1, 2, 4, 8, 16, 32)):
     """Observables after n unconstrained sweeps following the constrained refinement at L_target."""
     from qftml.rg.inverse import ConfigurationMeasure, InverseRG, fine_lattice
@@ -171,7 +176,7 @@ def bias_curve(cfg, irg_files, L_target, n_cfg, directs, d, ns=(0, 1, 2, 4, 8, 1
         y = c[None]
         for k in range(1, len(lats)):      # the linear path, for the local distribution
             _, y = model.upscale(lats[k - 1], y, seed=irg["seed"], first_config=int(i), level=k, fine=lats[k])
-        hist["linear"] += np.histogram(y[0], edges)[0]
+        hist["linear"] += _sym_hist(y[0], edges)
         t = time.process_time()
         x = c[None]
         for k in range(1, len(lats)):
@@ -187,13 +192,13 @@ def bias_curve(cfg, irg_files, L_target, n_cfg, directs, d, ns=(0, 1, 2, 4, 8, 1
                           step=r.relax_step, start="keep", field=field, cluster=r.cluster,
                           cluster_every=r.cluster_every)
         done = 0
-        hist["constrained"] += np.histogram(x[0], edges)[0]
+        hist["constrained"] += _sym_hist(x[0], edges)
         for n in ns:
             s.sweep(n - done)
             done = n
             o = meas(field.local)
             if n == r.relax or (r.relax == 0 and n == ns[-1]):
-                hist["relaxed"] += np.histogram(field.local, edges)[0]
+                hist["relaxed"] += _sym_hist(field.local, edges)
             for k in obs[n]:
                 obs[n][k].append(o[k])
     V = L_target ** d
@@ -399,7 +404,7 @@ def main():
     if comm.rank == 0:
         with h5py.File(files["direct_L"], "r") as f:     # the direct source's local distribution
             c = f["configs"][::max(1, f["configs"].shape[0] // 50)]
-        h = np.histogram(c, np.linspace(-3.5, 3.5, 71))[0]
+        h = _sym_hist(c, np.linspace(-3.5, 3.5, 71))
         result["hist_direct_L"] = L0
         direct_hist = h / h.sum() / 0.1
         result["hist_direct"] = direct_hist.tolist()
