@@ -5,8 +5,12 @@ Each command lives in qftml.commands.<name> and provides
     add_arguments(parser) -> None      its options (add_config_arguments: CONFIG.toml, --set, --quiet;
                                        add_ensemble_arguments: FILE.h5, --therm, --bin)
     run(args) -> int                   exit code; collective over MPI.COMM_WORLD
-Errors for the user (ConfigError, ValueError from the engine) print one message on rank 0 and exit
-with status 2 on every rank; nothing is written before the configuration is validated.
+Every command runs under the failure policy of qftml.collective (failure_policy): an error every
+rank raises prints one message on rank 0; an error on some ranks only ends the whole job with
+MPI_Abort and that rank's message. Exit codes (EXIT_CODES, README "Exit codes"): 0 done; 1 an
+unexpected failure (a bug, an I/O error while running: a traceback or one message); 2 bad configuration
+or input (ConfigError, ValueError from the engine: one message naming the file or key, nothing written);
+3 stopped by SIGTERM/SIGUSR1 after a checkpoint; 130 interrupted (SIGINT, Ctrl-C).
 
 COMMANDS is the contract of command names (DESIGN 3); `qftml --help` lists only those whose module
 exists in this version, and naming one that does not exist yet says so (exit 2).
@@ -62,9 +66,31 @@ def build_parser(available=None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    from qftml.config import ConfigError
+EXIT_CODES = {0: "done", 1: "unexpected failure (traceback or one message)",
+              2: "bad configuration or input (one message, nothing written)",
+              3: "stopped by SIGTERM/SIGUSR1 after a checkpoint (continue with --resume)",
+              130: "interrupted (SIGINT / Ctrl-C)"}
 
+
+def _report(command, exc, rank) -> int:
+    """The exit code of a failure every rank agreed on; its message once (rank 0)."""
+    import traceback
+
+    from qftml.collective import RemoteError, exit_code
+
+    code = exit_code(exc)
+    if rank == 0:
+        if isinstance(exc, KeyboardInterrupt):
+            print(f"qftml {command}: interrupted (exit code {code})", file=sys.stderr, flush=True)
+        elif code == 2 or isinstance(exc, (OSError, RemoteError)):
+            print(f"qftml {command}: error: {exc}", file=sys.stderr, flush=True)
+        else:
+            traceback.print_exception(exc)
+            sys.stderr.flush()
+    return code
+
+
+def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     available = _available_commands()
     missing = argv[0] if argv and argv[0] in COMMANDS and argv[0] not in available else None
@@ -75,14 +101,16 @@ def main(argv=None) -> int:
             print(f"qftml: `{missing}` is a planned command that this version does not have yet", file=sys.stderr)
         return 2
     args = build_parser(available).parse_args(argv)
-    try:
-        code = args._run(args)
-    except (ConfigError, ValueError) as e:
-        from mpi4py import MPI
+    from mpi4py import MPI
 
-        if MPI.COMM_WORLD.rank == 0:
-            print(f"qftml {args.command}: error: {e}", file=sys.stderr, flush=True)
-        code = 2
+    from qftml import collective
+
+    collective.PROGRAM[0] = f"qftml {args.command}"
+    try:
+        with collective.failure_policy(MPI.COMM_WORLD):
+            code = args._run(args)
+    except (Exception, KeyboardInterrupt) as e:  # every rank raised it (else the policy aborted the job)
+        code = _report(args.command, e, MPI.COMM_WORLD.rank)
     return int(code or 0)
 
 

@@ -1,16 +1,38 @@
-"""Small collective patterns of the driver.
+"""Small collective patterns of the driver, and its one failure policy.
 
 Exports:
     make_communicators(comm, replicas) -> Communicators(world, domain, cross, replica, replicas)
                                 replica groups (independent chains) x domain groups (one lattice)
     on_root(comm, fn, errors)   fn() on rank 0 only, its result broadcast; an exception of a type in
                                 `errors` raised there is raised again, same type and message, on every
-                                rank (so all ranks agree on a verdict without all touching the file)
+                                rank (so all ranks agree on a verdict without all touching the file);
+                                any other exception (also KeyboardInterrupt) is raised again on rank 0
+                                and as RemoteError on the others: no rank is left waiting
+    agree(comm, error) -> error or None   the first non-empty error message of any rank, on every rank
+    raise_agreed(comm, error, kind=ConfigError)   agree(), then raise kind(message) on every rank
+    failure_policy(comm)        context manager of the failure policy (below); every command and every
+                                long collective call of the Python API runs inside one
+    exit_code(exc) -> int       EXIT_CONFIG (2) for bad input, EXIT_INTERRUPT (130) for
+                                KeyboardInterrupt, EXIT_ERROR (1) otherwise
+    RemoteError                 raised on the ranks that did not fail when another rank's verdict is shared
     TAGS                        {user: base tag} of the driver's point-to-point messages; a user owns
                                 the tags base .. base + 15 (the engine's own tags: cpp/comms/tags.hpp)
+
+The failure policy. A collective call either agrees on a verdict before its collectives (on_root,
+agree, raise_agreed: every rank raises the same error at the same point), or, if one rank raises
+anyway (a bug, an I/O error, SIGINT on one rank, any BaseException), that rank waits at most
+QFTML_AGREE_TIMEOUT seconds (default 5) for the others to fail too; if they do not (they are waiting in a
+collective for it), it prints its message and calls MPI_Abort(MPI_COMM_WORLD, exit_code(exc)): the
+whole job ends, with the message and the exit code. An exception every rank raised is re-raised on
+every rank (the cli prints it once, on rank 0).
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import time
+import traceback
 from dataclasses import dataclass
 
 from mpi4py import MPI
@@ -18,22 +40,156 @@ from mpi4py import MPI
 TAGS = {
     "halo_pad": 7310,       # qftml.rg.inverse.halo_pad: base + 2 mu (to +mu), base + 2 mu + 1 (to -mu)
 }
+EXIT_ERROR, EXIT_CONFIG, EXIT_INTERRUPT = 1, 2, 130
+PROGRAM = ["qftml"]         # the cli sets ["qftml <command>"]: the prefix of abort messages
+_AGREED = "_qftml_agreed_on"
+
+
+class RemoteError(RuntimeError):
+    """Another rank failed; `exit_code` is the code of that rank's failure."""
+
+    def __init__(self, message, exit_code=EXIT_ERROR):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _config_error():
+    from qftml.config import ConfigError
+
+    return ConfigError
+
+
+def exit_code(exc: BaseException) -> int:
+    """The process exit code of a failure: 2 bad input, 130 interrupt, 1 anything else."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPT
+    if isinstance(exc, RemoteError):
+        return exc.exit_code
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    if isinstance(exc, ValueError):   # ConfigError, EnsembleFileError, the engine's argument checks
+        return EXIT_CONFIG
+    return EXIT_ERROR
+
+
+def _wait(request, timeout=None) -> bool:
+    """Test `request` until it completes (True) or `timeout` seconds pass (False), sleeping in between:
+    a rank waiting for another does not spin on a core the other may need."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = 1e-4
+    while not request.Test():
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        time.sleep(pause)
+        pause = min(2 * pause, 0.01)
+    return True
+
+
+def _mark(exc, comm):
+    with contextlib.suppress(AttributeError, TypeError):
+        setattr(exc, _AGREED, comm)
+    return exc
+
+
+def _agreed_on(exc, comm) -> bool:
+    other = getattr(exc, _AGREED, None)
+    if other is None:
+        return False
+    if other is comm:
+        return True
+    try:
+        return MPI.Comm.Compare(other, comm) in (MPI.IDENT, MPI.CONGRUENT)
+    except MPI.Exception:
+        return False
 
 
 def on_root(comm, fn, errors):
     if comm is None or comm.size == 1:
         return fn()
-    result = None
+    result = failure = None
     if comm.rank == 0:
         try:
             result = ("ok", fn())
         except errors as e:
             result = ("error", (type(e), str(e)))
+        except BaseException as e:  # noqa: BLE001 -- shared with every rank, then raised again here
+            failure = e
+            result = ("fatal", (f"{PROGRAM[0]}: rank 0 failed: {type(e).__name__}: {e}", exit_code(e)))
+    _wait(comm.Ibarrier())  # rank 0 may take a while: the others sleep instead of spinning in bcast
     status, payload = comm.bcast(result, root=0)
+    if failure is not None:
+        raise _mark(failure, comm)
     if status == "error":
         kind, message = payload
-        raise kind(message)
+        try:
+            error = kind(message)
+        except Exception:  # noqa: BLE001 -- a type that cannot be rebuilt from its message
+            error = RemoteError(message, EXIT_CONFIG)
+        raise _mark(error, comm)
+    if status == "fatal":
+        raise _mark(RemoteError(*payload), comm)
     return payload
+
+
+def agree(comm, error):
+    """Every rank passes its error message (or None); every rank gets the first one (by rank) or None."""
+    if comm is None or comm.size == 1:
+        return error
+    _wait(comm.Ibarrier())
+    return next((e for e in comm.allgather(error) if e), None)
+
+
+def raise_agreed(comm, error, kind=None):
+    """agree(), then raise kind(message) (default ConfigError) on every rank if any rank had an error."""
+    message = agree(comm, error)
+    if message:
+        raise _mark((kind or _config_error())(message), comm)
+
+
+def _abort(exc):
+    """This rank's message, then MPI_Abort of the whole job with the failure's exit code."""
+    code = exit_code(exc)
+    world = MPI.COMM_WORLD
+    where = f"rank {world.rank} of {world.size}"
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"{PROGRAM[0]}: interrupted on {where}; aborting the job (exit code {code})", file=sys.stderr)
+    elif code == EXIT_CONFIG or isinstance(exc, (RemoteError, OSError)):
+        print(f"{PROGRAM[0]}: error on {where}: {exc}; aborting the job (exit code {code})", file=sys.stderr)
+    else:
+        traceback.print_exception(exc)
+        print(f"{PROGRAM[0]}: {type(exc).__name__} on {where}; aborting the job (exit code {code})",
+              file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    world.Abort(code)
+
+
+def _timeout() -> float:
+    try:
+        return float(os.environ.get("QFTML_AGREE_TIMEOUT", "5"))
+    except ValueError:
+        return 5.0
+
+
+@contextlib.contextmanager
+def failure_policy(comm):
+    """Run a collective section under the failure policy (module docstring). Collective on entry."""
+    if comm is None or comm.size == 1:
+        yield
+        return
+    guard = comm.Dup()  # the verdict's own communicator: never matched by the section's collectives
+    try:
+        yield
+    except BaseException as exc:
+        if _agreed_on(exc, comm):
+            raise
+        if not _wait(guard.Ibarrier(), _timeout()):
+            _abort(exc)
+        _mark(exc, comm)
+        raise
+    finally:
+        with contextlib.suppress(MPI.Exception):
+            guard.Free()
 
 
 @dataclass

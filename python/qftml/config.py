@@ -6,16 +6,28 @@ Exports:
     load_config(path, schema, overrides=(), comm=None) -> dict   validated config, defaults filled
     read_raw_config(path, overrides=()) -> dict   the TOML with overrides, not validated
     validate(raw, schema) -> dict     the same for an already-parsed dict
-    LATTICE, ACTION, SAMPLER, OUTPUT  the shared section schemas of DESIGN 3
+    LATTICE, ACTION, SAMPLER, OUTPUT  the shared section schemas of DESIGN 3 (OUTPUT: path, overwrite)
     check_cluster(sampler, ranks_per_chain)   ConfigError for cluster settings a chain cannot run
+    check_sweeps(sampler, section="sampler")  ConfigError unless sweeps is a multiple of every
+    output_problems(files, overwrite, key, value, hint="", require=()) -> [message]   (one rank, no writes)
+    check_outputs(files, overwrite, comm, key="output.path", value=None, hint="", require=())
+                                      the one output rule of every command, before any work: every
+                                      file can be written (its directory exists or can be made and is
+                                      writable, the path is no directory) and, unless `overwrite`
+                                      (output.overwrite = true), none exists; every file of `require`
+                                      exists (--resume). ConfigError on every rank; makes missing
+                                      directories only when nothing is wrong
 
 Kinds: "int", "float", "str", "bool", "list[int]", "list[float]", "list[str]", "list[list[int]]",
-"table" (free-form sub-table). Rank 0 reads and validates, then broadcasts the verdict, so every
-rank agrees and raises the same ConfigError.
+"table" (free-form sub-table). Numbers must be finite (nan and inf are refused everywhere); ints
+lie in [-2^63, 2^63) unless their Spec says otherwise (seeds: [0, 2^64)). Rank 0 reads and validates,
+then broadcasts the verdict, so every rank agrees and raises the same ConfigError.
 """
 from __future__ import annotations
 
 import copy
+import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +35,8 @@ from typing import Any
 from qftml.collective import on_root
 
 REQUIRED = object()
+INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1      # an int key's default range (C++ int64)
+SEED_MAX = 2 ** 64 - 1                          # seeds are the engine's uint64
 
 
 class ConfigError(ValueError):
@@ -60,7 +74,7 @@ SAMPLER = {
     "thermalize": Spec("int", 1000, min=0, help="thermalisation sweeps (Metropolis step tuned here)"),
     "every": Spec("int", 1, min=1, help="sweeps between stored configurations"),
     "hits": Spec("int", 1, min=1, help="Metropolis hits per site and sweep"),
-    "seed": Spec("int", 0, min=0),
+    "seed": Spec("int", 0, min=0, max=SEED_MAX),
     "step": Spec("float", 1.0, min=0.0, min_exclusive=True, help="initial Metropolis step"),
     "start": Spec("str", "hot", choices=("hot", "cold")),
     "checkpoint_every": Spec("int", 100, min=0, help="sweeps between checkpoints (0: only at the end)"),
@@ -70,6 +84,7 @@ SAMPLER = {
 }
 OUTPUT = {
     "path": Spec("str", help="output HDF5 file"),
+    "overwrite": Spec("bool", False, help="replace existing output files (false: refuse; --resume continues them)"),
 }
 
 
@@ -79,6 +94,13 @@ def check_cluster(sampler: dict, ranks_per_chain: int) -> None:
         raise ConfigError(f"sampler.cluster = 'wolff' grows one cluster at a time and needs the whole lattice on "
                           f"one rank, but a chain here runs on {ranks_per_chain} ranks: use "
                           f"sampler.cluster = 'swendsen-wang' (any process grid) or one rank per chain")
+
+
+def check_sweeps(sampler: dict, section: str = "sampler") -> None:
+    """ConfigError unless sweeps is a multiple of every (record j is taken after sweep T + (j+1) every)."""
+    if sampler["sweeps"] % sampler["every"]:
+        raise ConfigError(f"{section}.sweeps = {sampler['sweeps']} must be a multiple of "
+                          f"{section}.every = {sampler['every']}")
 
 
 def _check_kind(value, kind):
@@ -110,6 +132,9 @@ def _check_value(name, value, spec):
         return None, f"{name} = {value!r} has the wrong type: expected {spec.kind}"
     if spec.kind == "float":
         value = float(value)
+    bad = _non_finite(value)
+    if bad is not None:
+        return None, f"{name} = {bad!r} is not a finite number"
     if spec.choices is not None and value not in spec.choices:
         return None, f"{name} = {value!r} is not allowed (allowed: {', '.join(map(repr, spec.choices))})"
     if spec.kind in ("int", "float"):
@@ -118,7 +143,36 @@ def _check_value(name, value, spec):
             return None, f"{name} = {value!r} is out of range (must be {rel} {spec.min})"
         if spec.max is not None and value > spec.max:
             return None, f"{name} = {value!r} is out of range (must be <= {spec.max})"
+    for v in _ints(value, spec.kind):
+        if not INT_MIN <= v <= INT_MAX and not (spec.max is not None and spec.min is not None
+                                                 and spec.min <= v <= spec.max):
+            return None, f"{name} = {v!r} is out of range (must lie in [-2^63, 2^63 - 1])"
     return value, None
+
+
+def _non_finite(value):
+    """The first nan/inf in a number or (nested) list of numbers, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return value
+    if isinstance(value, list):
+        return next((b for b in map(_non_finite, value) if b is not None), None)
+    return None
+
+
+def _ints(value, kind):
+    if kind == "int":
+        return [value]
+    if kind.startswith("list[") and "int" in kind:
+        return [v for v in _flatten(value) if isinstance(v, int)]
+    return []
+
+
+def _flatten(value):
+    for v in value:
+        if isinstance(v, list):
+            yield from _flatten(v)
+        else:
+            yield v
 
 
 def _validate_section(section, given, keys, errors) -> dict:
@@ -180,8 +234,15 @@ def read_raw_config(path, overrides=()) -> dict:
             raw = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a TOML file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at "
+                          f"offset {e.start}): is it a TOML file?") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
     for text in overrides:
         section, key, value = parse_override(text)
         raw.setdefault(section, {})
@@ -189,6 +250,66 @@ def read_raw_config(path, overrides=()) -> dict:
             raise ConfigError(f"--set {text!r}: [{section}] is not a table")
         raw[section][key] = value
     return raw
+
+
+def _writable_parent(directory):
+    """(nearest existing ancestor of `directory`, problem or None) for creating files in it."""
+    probe = directory
+    while not os.path.lexists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        return probe, f"{probe} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return probe, f"directory {probe} is not writable"
+    return probe, None
+
+
+def output_problems(files, overwrite, key, value, hint="", require=()) -> list:
+    """What stops `files` from being written (module docstring; rank-local, writes nothing)."""
+    problems = []
+    head = f"{key} = {value!r}: "
+    for path in require:
+        if not os.path.exists(path):
+            problems.append(head + f"--resume: {path} does not exist (run without --resume to start)")
+    for path in files:
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            problems.append(head + f"{path} is a directory")
+            continue
+        if os.path.lexists(path) and path not in require:
+            if not overwrite:
+                problems.append(head + f"{path} exists" + (hint or " (set output.overwrite = true to replace it)"))
+                continue
+        _, problem = _writable_parent(directory)
+        if problem:
+            problems.append(head + problem)
+        elif os.path.exists(path) and not os.access(path, os.W_OK):
+            problems.append(head + f"{path} is not writable")
+    return list(dict.fromkeys(problems))
+
+
+def check_outputs(files, overwrite, comm=None, key="output.path", value=None, hint="", require=()) -> None:
+    """The output rule (module docstring): ConfigError on every rank, or the directories made."""
+    files = [os.fspath(p) for p in files]
+
+    def check():
+        problems = output_problems(files, overwrite, key, files[0] if value is None else value, hint, require)
+        if problems:
+            raise ConfigError("\n  ".join(["cannot write the outputs:"] + problems) if len(problems) > 1
+                              else problems[0])
+        for path in files:
+            directory = os.path.dirname(os.path.abspath(path))
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"{key} = {value or path!r}: cannot create directory {directory}: "
+                                  f"{e.strerror or e}") from None
+
+    on_root(comm, check, ConfigError)
 
 
 def _load_on_this_rank(path, schema, overrides):

@@ -5,7 +5,7 @@ Exports:
                                 by configs, overwrite, batch)
     EXIT_OK, EXIT_CONFIG, EXIT_PREEMPTED   0, 2, 3 ("checkpointed after SIGTERM/SIGUSR1: resume me")
     load_sample_config(path, overrides, comm) -> dict   validated config (ConfigError -> exit 2)
-    build_action(cfg, lattice) -> Action                 homogeneous, or from [action] couplings
+    build_action(cfg, lattice, section='action') -> Action   homogeneous, or from [section] couplings
     physics_description(cfg, action) -> dict             what must agree for --resume
     run_sample(cfg, resume=False, quiet=False, comm=None) -> exit code   (collective)
     StopFlag                     SIGTERM/SIGUSR1 -> finish the sweep, checkpoint, exit 3
@@ -23,7 +23,6 @@ import math
 import os
 import signal
 import sys
-import traceback
 
 import numpy as np
 
@@ -31,9 +30,10 @@ import qftml
 from qftml.engine.sampler import cluster_summary
 from qftml.io.checkpoints import (checkpoint_path, physics_differences, physics_hash, read_checkpoint,
                               read_checkpoint_state, write_checkpoint)
-from qftml.collective import on_root
+from qftml.collective import failure_policy, on_root
 from qftml.progress import Progress
-from qftml.config import ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, check_cluster, load_config
+from qftml.config import (ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, check_cluster, check_outputs,
+                          check_sweeps, load_config)
 from qftml.io.ensembles import (EnsembleFileError, EnsembleWriter, choose_write_path, observable_layout,
                                read_attrs, stack_observables)
 
@@ -43,7 +43,6 @@ _THERM_CHUNK_MAX = 100  # thermalisation sweeps between stop-flag checks (at mos
 SAMPLE_OUTPUT = dict(OUTPUT)
 SAMPLE_OUTPUT.update({
     "configs": Spec("bool", True, help="store configurations in /configs (false: observables only)"),
-    "overwrite": Spec("bool", False, help="replace an existing output file when not resuming"),
     "batch": Spec("int", 0, min=0, help="records buffered per write (0: automatic, <= 16 MB per rank)"),
 })
 SCHEMA = {"lattice": LATTICE, "action": ACTION, "sampler": SAMPLER, "output": SAMPLE_OUTPUT}
@@ -67,8 +66,7 @@ def log(comm, msg):
 def load_sample_config(path, overrides=(), comm=None) -> dict:
     cfg = load_config(path, SCHEMA, overrides, comm)
     s = cfg["sampler"]
-    if s["sweeps"] % s["every"]:
-        raise ConfigError(f"sampler.sweeps = {s['sweeps']} must be a multiple of sampler.every = {s['every']}")
+    check_sweeps(s)
     if not cfg["output"]["path"]:
         raise ConfigError("output.path is empty (give the HDF5 file to write)")
     if comm is not None:
@@ -76,18 +74,19 @@ def load_sample_config(path, overrides=(), comm=None) -> dict:
     return cfg
 
 
-def build_action(cfg, lattice):
-    """The action of [action]: homogeneous couplings, or the file named by `couplings`."""
-    a = cfg["action"]
+def build_action(cfg, lattice, section="action"):
+    """The action of cfg[section] (the [action] of sample, the [target] of learn): homogeneous couplings,
+    or the file named by `couplings`; ConfigError naming section.couplings for a bad file."""
+    a = cfg[section]
     if a["couplings"]:
         from qftml.io.couplings import action_from_couplings
 
         if not os.path.exists(a["couplings"]):
-            raise ConfigError(f"action.couplings = {a['couplings']!r}: no such file")
+            raise ConfigError(f"{section}.couplings = {a['couplings']!r}: no such file")
         try:
             return action_from_couplings(a["couplings"], lattice, field=a["field"])
         except EnsembleFileError as e:
-            raise ConfigError(f"action.couplings: {e}") from None
+            raise ConfigError(f"{section}.couplings = {a['couplings']!r}: {e}") from None
     return qftml.Action.homogeneous(lattice, kappa=a["kappa"], mu2=a["mu2"], lam=a["lam"], h=a["h"],
                                     field=a["field"], extra=a["extra"] or None, g=a["g"])
 
@@ -147,36 +146,15 @@ def _on_root(comm, fn):
     return on_root(comm, fn, EnsembleFileError)
 
 
-def _output_problem(cfg, path, directory, resume):
-    """Why the output path cannot be used (None if it can)."""
-    if not os.path.isdir(directory):
-        return f"output.path = {path!r}: directory {directory} does not exist"
-    if not os.access(directory, os.W_OK):
-        return f"output.path = {path!r}: directory {directory} is not writable"
-    if resume and not os.path.exists(path):
-        return f"--resume: output file {path} does not exist (run without --resume to start)"
-    if not resume and os.path.exists(path) and not cfg["output"]["overwrite"]:
-        return (f"output file {path} exists: use --resume to continue its chain, "
-                f"or --set output.overwrite=true to replace it")
-    return None
-
-
 def _check_output(cfg, resume, comm):
-    """Rank 0 checks the output and checkpoint paths before anything is written; all ranks agree."""
+    """Rank 0 checks the output path (config.check_outputs, the rule of every command) before anything
+    is written; all ranks agree. --resume needs the file; without it an existing file needs overwrite."""
     path = cfg["output"]["path"]
-    error = None
-    if comm.rank == 0:
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory) and not resume:
-            try:  # the config is valid by now: make the output directory as a user expects
-                os.makedirs(directory, exist_ok=True)
-            except OSError as e:
-                error = f"output.path = {path!r}: cannot create directory {directory}: {e.strerror}"
-        if error is None:
-            error = _output_problem(cfg, path, directory, resume)
-    error = comm.bcast(error, root=0)
-    if error:
-        raise ConfigError(error)
+    if resume:
+        check_outputs([path], True, comm, require=[path])
+    else:
+        check_outputs([path], cfg["output"]["overwrite"], comm,
+                      hint=" (use --resume to continue its chain, or --set output.overwrite=true to replace it)")
 
 
 def _auto_batch(cfg, lattice, n_records):
@@ -188,11 +166,17 @@ def _auto_batch(cfg, lattice, n_records):
 
 
 def run_sample(cfg, resume=False, quiet=False, comm=None) -> int:
-    """The whole `qftml sample` run (collective). Returns EXIT_OK or EXIT_PREEMPTED; configuration
-    problems raise ConfigError/EnsembleFileError before anything is written."""
+    """The whole `qftml sample` run (collective, under collective.failure_policy). Returns EXIT_OK or
+    EXIT_PREEMPTED; configuration problems raise ConfigError/EnsembleFileError on every rank before
+    anything is written; a failure on one rank ends the whole job (MPI_Abort) with its message."""
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD if comm is None else comm
+    with failure_policy(comm):
+        return _run_sample(cfg, resume, quiet, comm)
+
+
+def _run_sample(cfg, resume, quiet, comm) -> int:
     lattice = qftml.Lattice(cfg["lattice"]["shape"], comm=comm, grid=cfg["lattice"]["grid"] or None)
     action = build_action(cfg, lattice)
     digest = None
@@ -222,17 +206,7 @@ def run_sample(cfg, resume=False, quiet=False, comm=None) -> int:
         old_attrs = _on_root(comm, lambda: read_attrs(out_path))
         if old_attrs.get("physics_hash") != state["physics_hash"]:
             raise ConfigError(f"cannot resume: {out_path} was written by a different chain than checkpoint {ckpt_path}")
-    try:
-        return _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, state, block, old_attrs)
-    except (ConfigError, EnsembleFileError):
-        raise  # raised on every rank alike
-    except Exception:
-        # A failure on one rank mid-run would leave the others blocked in a collective call.
-        if comm.size > 1:
-            traceback.print_exc()
-            sys.stderr.flush()
-            comm.Abort(1)
-        raise
+    return _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, state, block, old_attrs)
 
 
 def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, state, block, old_attrs):

@@ -3,7 +3,7 @@
 Exports HELP, add_arguments(parser), run(args) (the cli contract). The work is in qftml.stats.analysis:
 every scalar observable with mean, Gamma-method error and tau_int; phi^2, chi, Binder cumulant,
 energy per link, second-moment correlation length; the time-slice correlator C(t).
-Runs on rank 0 only (the data are small); other ranks of an mpiexec launch return at once.
+Runs on rank 0 only (the data are small); other ranks of an mpiexec launch wait for its verdict.
 Exit codes: 0 done; 2 missing/damaged file or too few records.
 """
 from __future__ import annotations
@@ -26,16 +26,25 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="accepted for symmetry with other commands")
 
 
+def _analyze(args):
+    from qftml.io.ensembles import open_ensemble
+    from qftml.stats.analysis import analyze
+
+    with open_ensemble(args.file) as ens:
+        return analyze(ens, therm=args.therm, bin=args.bin, use_configs=not args.no_configs)
+
+
 def run(args) -> int:
     from mpi4py import MPI
 
+    from qftml.collective import on_root
+    from qftml.stats.analysis import format_report
+
+    kept = {}  # the result stays on rank 0; the others learn the verdict
+    on_root(MPI.COMM_WORLD, lambda: kept.update(result=_analyze(args)), (ValueError, OSError))
     if MPI.COMM_WORLD.rank != 0:
         return 0
-    from qftml.io.ensembles import open_ensemble
-    from qftml.stats.analysis import analyze, format_report
-
-    with open_ensemble(args.file) as ens:
-        result = analyze(ens, therm=args.therm, bin=args.bin, use_configs=not args.no_configs)
+    result = kept["result"]
     if args.json:
         print(json.dumps(json_safe(result), indent=1), flush=True)
     else:

@@ -15,7 +15,7 @@ import numpy as np
 from mpi4py import MPI
 
 from qftml.cli import add_config_arguments
-from qftml.config import ACTION, LATTICE, SAMPLER, Spec, check_cluster, load_config
+from qftml.config import ACTION, LATTICE, SAMPLER, Spec, check_cluster, check_outputs, load_config
 
 HELP = "measure sampler throughput (site updates per second per rank) for a config"
 
@@ -23,7 +23,8 @@ SCHEMA = {
     "lattice": LATTICE,
     "action": ACTION,
     "sampler": SAMPLER,
-    "output": {"path": Spec("str", "", help="optional JSON file for the results")},
+    "output": {"path": Spec("str", "", help="optional JSON file for the results"),
+               "overwrite": Spec("bool", False, help="replace an existing results file (false: refuse)")},
     "bench": {
         "repeats": Spec("int", 5, min=1, help="timed repeats (the median is reported)"),
         "sweeps": Spec("int", 20, min=1, help="sweeps per repeat"),
@@ -50,6 +51,8 @@ def run(args) -> int:
                                 extra=a["extra"] or None, g=a["g"])
     s = cfg["sampler"]
     check_cluster(s, comm.size)
+    if cfg["output"]["path"]:  # checked before the benchmark runs, not after
+        check_outputs([cfg["output"]["path"]], cfg["output"]["overwrite"], comm)
     chain = qftml.Sampler(action, seed=s["seed"], algorithm=s["algorithm"], hits=s["hits"], step=s["step"],
                           cluster=s["cluster"], cluster_every=s["cluster_every"])
     chain.thermalize(min(s["thermalize"], 50))

@@ -11,7 +11,16 @@ Exports HELP, SCHEMA, add_arguments(parser), run(args) (the cli contract).
 """
 from __future__ import annotations
 
-from qftml.rg.pipeline import SCHEMA  # noqa: F401  (the command's schema, re-exported)
+
+
+def __getattr__(name):
+    """SCHEMA (the command's schema) from qftml.rg.pipeline, imported on use: `qftml --help` and
+    every other command start without the analysis stack."""
+    if name == "SCHEMA":
+        from qftml.rg.pipeline import SCHEMA
+
+        return SCHEMA
+    raise AttributeError(name)
 
 HELP = "inverse RG: train a transposed convolution, upscale (and refine) an ensemble to b^k L, critical exponents"
 
@@ -63,10 +72,10 @@ def run(args) -> int:
         log(str(e))
         return EXIT_PREEMPTED
     report(result, log)
-    if cfg["irg"]["plots"] and comm.rank == 0:
+    if cfg["irg"]["plots"]:
+        from qftml.collective import on_root
         from qftml.plots.irg import plot_all
 
-        for path in plot_all(result):
+        for path in on_root(comm, lambda: plot_all(result), (ValueError, OSError)):
             log(f"  plot -> {path}")
-    comm.Barrier()
     return 0

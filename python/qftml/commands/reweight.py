@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from qftml.config import OUTPUT, ConfigError, Spec, load_config
+from qftml.collective import raise_agreed
+from qftml.config import OUTPUT, Spec, check_outputs, load_config
 
 HELP = "reweight ensembles of S to new, extrapolated and complex couplings A (with ESS and average phase)"
 
@@ -74,6 +75,7 @@ def run(args) -> int:
 
     comm = MPI.COMM_WORLD
     cfg = load_reweight_config(args.config, args.overrides, comm)
+    check_outputs(driver.output_files(cfg), cfg["output"]["overwrite"], comm)
     error = None
     try:
         result = driver.run(cfg, quiet=args.quiet, comm=comm)
@@ -84,7 +86,5 @@ def run(args) -> int:
     except (ReweightError, OSError) as e:
         error = str(e)
     # rank 0 alone runs the estimator and writes: every rank learns its verdict
-    error = next((e for e in comm.allgather(error) if e), None)
-    if error:
-        raise ConfigError(error)
+    raise_agreed(comm, error)
     return 0

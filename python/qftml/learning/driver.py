@@ -5,7 +5,8 @@ Exports:
     load_learn_config(path, overrides=(), comm=None) -> cfg   validated, every rank agrees
     optimizer_schema() -> {key: Spec}            the optimiser keys of [training] (shared by trainers)
     build_optimizer(training) -> optimiser       from those keys (qftml.learning.optimizers)
-    run_learn(cfg, replicas=1, resume=False, quiet=False, comm=None) -> LearnResult
+    run_learn(cfg, replicas=1, resume=False, quiet=False, comm=None) -> LearnResult   (failure_policy)
+    learn_outputs(cfg) -> [file]                 what it writes (checked by config.check_outputs first)
     LearnResult                                  path, checkpoint, epochs, stats, learned, free_energy,
                                                  f_target, comparison, plots
     make_trainer_communicators(comm, replicas) -> Communicators   ConfigError if R does not divide the ranks
@@ -222,7 +223,7 @@ def _build(cfg, comms):
 
     lat = qftml.Lattice(cfg["lattice"]["shape"], comm=comms.domain, grid=cfg["lattice"]["grid"] or None)
     try:
-        target = build_action({"action": cfg["target"]}, lat)
+        target = build_action(cfg, lat, section="target")
     except ValueError as e:
         if isinstance(e, ConfigError):
             raise
@@ -232,7 +233,12 @@ def _build(cfg, comms):
     if m["init"] == "file":
         from qftml.io.couplings import read_couplings
 
-        start, attrs = read_couplings(m["couplings"], lat)
+        if not os.path.exists(m["couplings"]):
+            raise ConfigError(f"model.couplings = {m['couplings']!r}: no such file")
+        try:
+            start, attrs = read_couplings(m["couplings"], lat)
+        except (ValueError, OSError, KeyError) as e:
+            raise ConfigError(f"model.couplings = {m['couplings']!r}: {e}") from None
         if [list(e) for e in attrs["extra_offsets"]] != extra:
             raise ConfigError(f"model.couplings has extra links {attrs['extra_offsets']}, model.extra gives {extra}")
     else:
@@ -277,18 +283,36 @@ class LearnResult:
 
 
 # ----------------------------------------------------------------------------- the run
+def learn_outputs(cfg) -> list:
+    """The files `qftml learn` writes: output.path, its checkpoint, the plots (output.plots)."""
+    from qftml.io.checkpoints import checkpoint_path
+
+    path = cfg["output"]["path"]
+    plots = [f"{os.path.splitext(path)[0]}_{p}.png" for p in ("couplings", "histograms")]
+    return [path, checkpoint_path(path)] + (plots if cfg["output"]["plots"] else [])
+
+
 def run_learn(cfg, replicas=1, resume=False, quiet=False, comm=None) -> LearnResult:
+    """The whole `qftml learn` run (collective, under collective.failure_policy): every check (config,
+    target, model, outputs) before anything is written."""
     from mpi4py import MPI
 
+    from qftml.collective import failure_policy
+
+    comm = MPI.COMM_WORLD if comm is None else comm
+    with failure_policy(comm):
+        return _run_learn(cfg, replicas, resume, quiet, comm)
+
+
+def _run_learn(cfg, replicas, resume, quiet, comm) -> LearnResult:
     import qftml
     from qftml import learning as L
-    from qftml.config import ConfigError, check_cluster
+    from qftml.config import check_cluster, check_outputs
     from qftml.io.checkpoints import checkpoint_path
     from qftml.io.history import History
     from qftml.learning.free_energy import TARGET_STREAM
     from qftml.progress import Progress
 
-    comm = MPI.COMM_WORLD if comm is None else comm
     comms = make_trainer_communicators(comm, replicas)
     lat, target, model = _build(cfg, comms)
     comms.connect(lat)
@@ -302,12 +326,12 @@ def run_learn(cfg, replicas=1, resume=False, quiet=False, comm=None) -> LearnRes
                         cluster=s.get("cluster", "none"), cluster_every=s.get("cluster_every", 1))
     path, ckpt = out["path"], checkpoint_path(out["path"])
     physics = trainer_physics(cfg, ("lattice", "target", "model", "sampler"))
+    # the one output rule, before anything is written; --resume continues (and replaces) its own files
+    check_outputs(learn_outputs(cfg), out["overwrite"] or resume, comm, require=[path, ckpt] if resume else ())
     history = History(path, comm, **HISTORY_GROUPS)
     result = LearnResult(path=path, checkpoint=ckpt, epochs=0, stats={})
     if resume:
         resume_trainer(ckpt, trainer, comms, physics)
-        if not history.exists():
-            raise ConfigError(f"--resume: output file {path} is missing")
         history.truncate(trainer.epoch)
     else:
         history.create({"config": json.dumps(cfg), "version": qftml.__version__, "ranks": comm.size,
@@ -345,10 +369,11 @@ def run_learn(cfg, replicas=1, resume=False, quiet=False, comm=None) -> LearnRes
         result.comparison = compare_observables(lat, trainer.current_action(), target, t["compare"],
                                                 t["sweeps_between"], s, comms)
         _write_comparison(path, result.comparison, comm)
-    if out["plots"] and comm.rank == 0:
+    if out["plots"]:
+        from qftml.collective import on_root
         from qftml.plots.learning import plot_training
 
-        result.plots = plot_training(path, os.path.splitext(path)[0])
+        result.plots = on_root(comm, lambda: plot_training(path, os.path.splitext(path)[0]), (ValueError, OSError))
     comm.Barrier()
     return result
 
@@ -431,5 +456,6 @@ def format_comparison(table) -> str:
 
 
 __all__ = ["learn_schema", "load_learn_config", "optimizer_schema", "build_optimizer", "run_learn", "LearnResult",
+           "learn_outputs",
            "make_trainer_communicators", "write_model_couplings", "save_trainer", "resume_trainer",
            "trainer_physics", "free_energy_estimate", "compare_observables", "format_comparison", "HISTORY_GROUPS"]

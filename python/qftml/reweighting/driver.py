@@ -14,8 +14,9 @@ Exports:
     check_config(cfg)                  cross-key checks beyond the schema (raises ConfigError)
     target_points(cfg) -> (values or None, [TargetSpec])   [target] scanned along [scan]
     ReweightResult                     points, inputs, direct (points and direct are None/[] off rank 0)
-    run(cfg, quiet=False, comm=None) -> ReweightResult   collective: A - S on every rank, the
-                                       estimator on rank 0
+    run(cfg, quiet=False, comm=None) -> ReweightResult   collective (collective.failure_policy): A - S
+                                       on every rank, the estimator on rank 0
+    output_files(cfg) -> [file]        what outputs() writes (checked by config.check_outputs first)
     format_table(cfg, points, inputs) -> str   the table printed on rank 0
     outputs(cfg, result) -> (table, files)     OUT.h5, OUT.json, OUT.txt and the plots (rank 0)
 """
@@ -52,6 +53,16 @@ def check_config(cfg) -> None:
                           f"{len(rw['direct_values'])} values")
     if not cfg["output"]["path"]:
         raise ConfigError("output.path is empty")
+
+
+def output_files(cfg) -> list:
+    """OUT.h5, OUT.json, OUT.txt and (reweight.plot) the PNGs of the scan."""
+    out = cfg["output"]["path"]
+    stem = output_stem(out)
+    files = [out, stem + ".json", stem + ".txt"]
+    if cfg["reweight"]["plot"]:
+        files += [f"{stem}_{name}.png" for name in (*cfg["reweight"]["observables"], "diagnostics", "corr")]
+    return files
 
 
 def target_points(cfg):
@@ -92,7 +103,14 @@ def run(cfg, quiet=False, comm=None) -> ReweightResult:
     """A - S per configuration on every rank (collective), the estimator on rank 0 of `comm`."""
     from mpi4py import MPI
 
+    from qftml.collective import failure_policy
+
     comm = MPI.COMM_WORLD if comm is None else comm
+    with failure_policy(comm):
+        return _run(cfg, quiet, comm)
+
+
+def _run(cfg, quiet, comm) -> ReweightResult:
     rw = cfg["reweight"]
     values, targets = target_points(cfg)
     inputs = _inputs(rw["ensembles"], rw["therm"], targets, comm, quiet, progress=True)

@@ -32,11 +32,12 @@ Exports:
     load_irg_config(path, overrides=(), comm=None) -> dict   validated (ConfigError: exit status 2)
     check_irg_config(cfg, comm) -> InverseRG                 what the pipeline cannot do -> ConfigError
     make_refiner(cfg, lattice) -> Refiner | None             the refinement of [irg] on a fine lattice
+    irg_outputs(cfg) -> [file]                               every file it writes (config.check_outputs)
     Exponent(name, method, value, error, exact)              one row of the exponent table
     IrgResult                   exponents, pairs, levels, flow, timings, paths, the scalars of the
                                 analysis, tau_int, and (not in the file) the trained model and the
                                 per-configuration series the plots use
-    run_irg(cfg, comm=None, quiet=False, resume=False, log=None) -> IrgResult   (collective)
+    run_irg(cfg, comm=None, quiet=False, resume=False, log=None) -> IrgResult   (collective, failure_policy)
     write_results(path, result, cfg)                         the results file (HDF5, rank 0 only)
     Preempted                   a direct chain stopped by a signal after its checkpoint (exit status 3)
 """
@@ -50,7 +51,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qftml.config import ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, load_config
+from qftml.collective import failure_policy, on_root
+from qftml.config import (ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, check_outputs, check_sweeps,
+                          load_config)
 from qftml.io.json_output import output_stem
 from qftml.stats import finite_size as fs
 from qftml.stats.errors import jackknife, tau_int
@@ -136,6 +139,7 @@ class IrgResult:
 def check_irg_config(cfg, comm):
     """The model of [irg], after checking what the pipeline needs; ConfigError (every rank) otherwise."""
     import qftml
+    from qftml.ensemble_generation import build_action
     from qftml.rg.blocking import check_blockable
     from qftml.rg.inverse import InverseRG
 
@@ -151,7 +155,18 @@ def check_irg_config(cfg, comm):
                               f"the homogeneous theory ({', '.join('action.' + k for k in HOMOGENEOUS)})")
     if len(set(shape)) != 1:
         raise ConfigError(f"irg: lattice.shape = {list(shape)} must be a hypercube (FSS in one L)")
+    if not (irg["ensemble"] and irg["small_ensemble"]):
+        check_sweeps(cfg["sampler"])  # the direct chains are `qftml sample` runs
+    for key in ("ensemble", "small_ensemble"):
+        if irg[key] and not os.path.isfile(irg[key]):
+            raise ConfigError(f"irg.{key} = {irg[key]!r}: no such file")
     probe = qftml.Lattice(shape, comm=comm, grid=cfg["lattice"]["grid"] or None)
+    try:  # the action must be usable before any chain runs or any file is written
+        build_action(cfg, probe)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"irg: [action]: {e}") from None
     # L / b must still split over the same grid, and training blocks L once: L / grid divisible by b^2
     try:
         check_blockable(shape, probe.grid, b, levels=2)
@@ -167,6 +182,29 @@ def check_irg_config(cfg, comm):
         raise ConfigError(f"irg: extra_pairs = {n_extra} needs L / b^{1 + n_extra} >= 4 and integer "
                           f"(L = {shape[0]}, b = {b})")
     return model
+
+
+def irg_outputs(cfg) -> list:
+    """Every file `qftml irg` writes: direct ensembles (and their checkpoints) it samples, the weights,
+    the level ensembles and snapshots, the results file, the plots (irg.plots)."""
+    from qftml.io.checkpoints import checkpoint_path
+
+    irg, out = cfg["irg"], cfg["output"]
+    L, b = cfg["lattice"]["shape"][0], irg["b"]
+    stem = output_stem(out["path"])
+    direct = [L // b ** j for j in range(2 + irg["extra_pairs"])]
+    if irg["ensemble"]:
+        direct.remove(L)
+    if irg["small_ensemble"]:
+        direct.remove(L // b)
+    files = [f"{stem}_direct_L{n}.h5" for n in direct]
+    files += [checkpoint_path(p) for p in files] + [f"{stem}_weights.h5"]
+    for k in range(1, irg["levels"] + 1):
+        files += [f"{stem}_L{L * b ** k}.h5", f"{stem}_L{L * b ** k}_snapshot.h5"]
+    files.append(out["path"])
+    if irg["plots"]:
+        files += [f"{stem}_{name}.png" for name in ("configs", "fss", "flow")]
+    return files
 
 
 def load_irg_config(path, overrides=(), comm=None) -> dict:
@@ -586,14 +624,17 @@ def run_irg(cfg, comm=None, quiet=False, resume=False, log=None) -> IrgResult:
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD if comm is None else comm
-    log = log or _rank0_log(comm)
+    with failure_policy(comm):
+        return _run_irg(cfg, comm, quiet, resume, log or _rank0_log(comm))
+
+
+def _run_irg(cfg, comm, quiet, resume, log) -> IrgResult:
     model = check_irg_config(cfg, comm)
     irg, out = cfg["irg"], cfg["output"]
     L, b, levels = cfg["lattice"]["shape"][0], irg["b"], irg["levels"]
     stem = output_stem(out["path"])
-    if comm.rank == 0 and os.path.dirname(out["path"]):
-        os.makedirs(os.path.dirname(out["path"]), exist_ok=True)
-    comm.Barrier()
+    # the one output rule (config.check_outputs) after every check: --resume continues its own files
+    check_outputs(irg_outputs(cfg), out["overwrite"] or resume, comm)
     t_start = time.time()
     timings = {}
 
@@ -642,9 +683,7 @@ def run_irg(cfg, comm=None, quiet=False, resume=False, log=None) -> IrgResult:
         zero_mode_check=float(lv["ratio_dev"]), tau_int={k: (float(a), float(e)) for k, (a, e) in taus.items()},
         model=model, series={"small": direct.small, "large": direct.large, "small_up": small_up,
                              "smaller": direct.ladder[-3::-1]})
-    if comm.rank == 0:
-        write_results(out["path"], result, cfg)
-    comm.Barrier()
+    on_root(comm, lambda: write_results(out["path"], result, cfg), (ValueError, OSError))
     return result
 
 
