@@ -15,8 +15,8 @@ Exports:
                                       file can be written (its directory exists or can be made and is
                                       writable, the path is no directory) and, unless `overwrite`
                                       (output.overwrite = true), none exists; every file of `require`
-                                      exists (--resume). ConfigError on every rank; makes missing
-                                      directories only when nothing is wrong
+                                      exists (--resume; entries may be (path, label)). ConfigError
+                                      on every rank; makes missing directories only when nothing is wrong
 
 Kinds: "int", "float", "str", "bool", "list[int]", "list[float]", "list[str]", "list[list[int]]",
 "table" (free-form sub-table). Numbers must be finite (nan and inf are refused everywhere); ints
@@ -271,9 +271,11 @@ def output_problems(files, overwrite, key, value, hint="", require=()) -> list:
     """What stops `files` from being written (module docstring; rank-local, writes nothing)."""
     problems = []
     head = f"{key} = {value!r}: "
-    for path in require:
+    required = [(p, "file") if isinstance(p, (str, os.PathLike)) else p for p in require]
+    for path, label in required:
         if not os.path.exists(path):
-            problems.append(head + f"--resume: {path} does not exist (run without --resume to start)")
+            problems.append(head + f"--resume: no {label} {path} (run without --resume to start)")
+    require = [p for p, _ in required]
     for path in files:
         path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(path))

@@ -78,7 +78,7 @@ def build_optimizer(t: dict):
 
 
 def learn_schema() -> dict:
-    from qftml.config import ACTION, LATTICE, OUTPUT, SAMPLER, Spec
+    from qftml.config import ACTION, LATTICE, OUTPUT, SAMPLER, SEED_MAX, Spec
 
     sampler = {k: SAMPLER[k] for k in ("algorithm", "thermalize", "hits", "seed", "step", "start", "cluster",
                                         "cluster_every")}
@@ -93,12 +93,12 @@ def learn_schema() -> dict:
         "tied": Spec("list[str]", [], help="learned families shared by every site/link"),
         "extra": Spec("str", "", choices=("", "nnn"), help="extra links of S"),
         "b_floor": Spec("float", 1e-3, min=0.0, help="project b >= b_floor after updates (0: off)"),
-        "seed": Spec("int", 1, min=0, help="seed of the random initial couplings"),
+        "seed": Spec("int", 1, min=0, max=SEED_MAX, help="seed of the random initial couplings"),
     }
     training = dict(optimizer_schema())
     training.update({
         "epochs": Spec("int", 100, min=1),
-        "samples": Spec("int", 100, min=2, help="configurations per epoch (per replica)"),
+        "samples": Spec("int", 100, min=5, help="configurations per epoch (per replica; the Gamma method needs >= 5)"),
         "sweeps_between": Spec("int", 2, min=1),
         "thermalize_after_update": Spec("int", 5, min=0),
         "replicas": Spec("int", 1, min=1, help="independent chains (--replicas overrides)"),
@@ -327,7 +327,8 @@ def _run_learn(cfg, replicas, resume, quiet, comm) -> LearnResult:
     path, ckpt = out["path"], checkpoint_path(out["path"])
     physics = trainer_physics(cfg, ("lattice", "target", "model", "sampler"))
     # the one output rule, before anything is written; --resume continues (and replaces) its own files
-    check_outputs(learn_outputs(cfg), out["overwrite"] or resume, comm, require=[path, ckpt] if resume else ())
+    required = [(ckpt, "checkpoint"), (path, "output file")] if resume else ()
+    check_outputs(learn_outputs(cfg), out["overwrite"] or resume, comm, require=required)
     history = History(path, comm, **HISTORY_GROUPS)
     result = LearnResult(path=path, checkpoint=ckpt, epochs=0, stats={})
     if resume:

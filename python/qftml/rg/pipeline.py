@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qftml.collective import failure_policy, on_root
-from qftml.config import (ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, check_outputs, check_sweeps,
+from qftml.config import (ACTION, LATTICE, OUTPUT, SAMPLER, SEED_MAX, ConfigError, Spec, check_outputs, check_sweeps,
                           load_config)
 from qftml.io.json_output import output_stem
 from qftml.stats import finite_size as fs
@@ -77,7 +77,7 @@ IRG = {
     "upscale_configs": Spec("int", 32, min=1, help="configurations of the L ensemble carried to b^k L"),
     "store_max_mb": Spec("float", 256.0, min=0.0, help="store /configs of a level up to this size"),
     "snapshot": Spec("int", 1, min=0, help="configurations in the snapshot file of unstored levels"),
-    "seed": Spec("int", 1, min=0, help="seed of the upscaling noise"),
+    "seed": Spec("int", 1, min=0, max=SEED_MAX, help="seed of the upscaling noise"),
     "n_bins": Spec("int", 20, min=2, help="jackknife bins"),
     "ess_fraction": Spec("float", 0.3, min=0.0, help="reweighting window: ESS >= fraction * N"),
     "ensemble": Spec("str", "", help="existing ensemble file at L (default: sample it)"),
