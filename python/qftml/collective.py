@@ -81,7 +81,7 @@ def _wait(request, timeout=None) -> bool:
         if deadline is not None and time.monotonic() > deadline:
             return False
         time.sleep(pause)
-        pause = min(2 * pause, 0.01)
+        pause = min(2 * pause, 0.002)
     return True
 
 

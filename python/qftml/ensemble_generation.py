@@ -33,7 +33,7 @@ from qftml.io.checkpoints import (checkpoint_path, physics_differences, physics_
 from qftml.collective import failure_policy, on_root
 from qftml.progress import Progress
 from qftml.config import (ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, check_cluster, check_outputs,
-                          check_sweeps, load_config)
+                          check_sweeps, load_config, output_problems)
 from qftml.io.ensembles import (EnsembleFileError, EnsembleWriter, choose_write_path, observable_layout,
                                read_attrs, stack_observables)
 
@@ -146,6 +146,18 @@ def _on_root(comm, fn):
     return on_root(comm, fn, EnsembleFileError)
 
 
+_EXISTS_HINT = " (use --resume to continue its chain, or --set output.overwrite=true to replace it)"
+
+
+def _output_problem(cfg, path, directory=None, resume=False):
+    """Why the output path cannot be used (None if it can): config.output_problems, rank-local."""
+    if resume:
+        problems = output_problems([path], True, "output.path", path, require=[path])
+    else:
+        problems = output_problems([path], cfg["output"]["overwrite"], "output.path", path, hint=_EXISTS_HINT)
+    return problems[0] if problems else None
+
+
 def _check_output(cfg, resume, comm):
     """Rank 0 checks the output path (config.check_outputs, the rule of every command) before anything
     is written; all ranks agree. --resume needs the file; without it an existing file needs overwrite."""
@@ -153,8 +165,7 @@ def _check_output(cfg, resume, comm):
     if resume:
         check_outputs([path], True, comm, require=[path])
     else:
-        check_outputs([path], cfg["output"]["overwrite"], comm,
-                      hint=" (use --resume to continue its chain, or --set output.overwrite=true to replace it)")
+        check_outputs([path], cfg["output"]["overwrite"], comm, hint=_EXISTS_HINT)
 
 
 def _auto_batch(cfg, lattice, n_records):
