@@ -2,7 +2,7 @@
 """Critical slowing down: tau_int and the CPU cost of one independent configuration at the seed's
 critical point (kappa = 1, lam = 0.7, mu2 = -0.9515), qftml against a numba Wolff reference.
 
-    python benchmarks/bench_cluster.py [--quick] [--sizes 32 64 ...] [--out bench-results/cluster.json]
+    python benchmarks/bench_cluster.py [--quick] [--scale 0.5] [--sizes 32 64 ...] [--out bench-results/cluster.json]
     (make bench runs it; it starts its own 2-rank weak-scaling run under mpiexec)
 
 Steps:
@@ -303,6 +303,67 @@ def weak_scaling(out_dir, rounds, sweeps):
     return w
 
 
+# --- Markdown tables for docs/performance.md and docs/cluster_updates.md (--table) --------------
+
+def _tau(o, key):
+    return f"{o[key]['tau_int']:.1f}({10 * o[key]['tau_int_error']:.0f})" if o[key]["tau_int"] < 100 else \
+        f"{o[key]['tau_int']:.0f}({o[key]['tau_int_error']:.0f})"
+
+
+def _z(v):
+    return f"{v['z']:.2f}({100 * v['error']:.0f}), chi2/dof {v['chi2']:.1f}/{v['dof']}" if v else "-"
+
+
+def tables(res):
+    """The benchmark's Markdown tables from its JSON result."""
+    out = [f"Run {res['machine']['date_utc']} UTC, `{res['command']}`, load average "
+           f"{res['machine']['load_average'][0]:.1f} at start, {res['machine']['load_average_end'][0]:.1f} at end, "
+           f"{res['seconds'] / 60:.0f} min wall.", "",
+           "| L | chain | sweeps | sign changes of m | tau_int(abs m) | tau_int(m^2) | tau_int(E) | CPU ms/sweep |"
+           " cost = 2 tau x CPU (ms) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["sizes"]:
+        for key in ("qftml", "qftml_seed2", "reference"):
+            o = r[key]
+            out.append(f"| {r['L']} | {o['name']}{' (seed 2)' if key == 'qftml_seed2' else ''} | {o['sweeps']} | "
+                       f"{o['sign_changes']} | {_tau(o, 'abs_m')} | {_tau(o, 'm2')} | {_tau(o, 'E')} | "
+                       f"{1e3 * o['cpu_s_per_sweep']:.3f} | {1e3 * o['cost_s']:.2f}({1e3 * o['cost_s_error']:.2f}) |")
+    for o in res["local"]:
+        out.append(f"| {o['L']} | {o['name']} (measured every {o['measure_every']}) | {o['sweeps']} | "
+                   f"{o['sign_changes']} | "
+                   f"{_tau(o, 'abs_m')} | {_tau(o, 'm2')} | {_tau(o, 'E')} | {1e3 * o['cpu_s_per_sweep']:.3f} | "
+                   f"{1e3 * o['cost_s']:.2f}({1e3 * o['cost_s_error']:.2f}) |")
+    out += ["", "| L | reference / qftml cost per independent configuration | CPU/sweep ratio (median of block pairs) "
+            "[range] | abs m seeds 1, 2 (pull) | qftml split: local, bonds, labels, merge, flips (ns/site/sweep) |",
+            "|---|---|---|---|---|"]
+    for r in res["sizes"]:
+        sp, q = r["qftml"]["cpu_split_s_per_sweep"], r["qftml"]
+        split = ", ".join(f"{1e9 * sp[k] / r['L'] ** 2:.1f}" for k in ("local", "bonds", "labels", "merge", "flips"))
+        out.append(f"| {r['L']} | **{r['cost_ratio']:.1f}({10 * r['cost_ratio_error']:.0f})** | "
+                   f"{r['cpu_ratio_pairs']:.2f} [{r['cpu_ratio_range'][0]:.2f}-{r['cpu_ratio_range'][1]:.2f}] | "
+                   f"{q['abs_m']['mean']:.4f}, {r['qftml_seed2']['abs_m']['mean']:.4f} "
+                   f"({r['seeds_abs_m_pull']:+.1f}) | {split} |")
+    out += ["", "| z (weighted fit of ln tau vs ln L) | abs m | m^2 | E |", "|---|---|---|---|"]
+    for who, zs in res["z"].items():
+        out.append(f"| {who} ({', '.join(str(x) for x in (zs['abs_m'] or {}).get('sizes', []))}) | "
+                   + " | ".join(_z(zs[k]) for k in ("abs_m", "m2", "E")) + " |")
+    w = res.get("weak_scaling")
+    if w:
+        c, wall = w["cluster_cpu_s_per_update"], w["wall_s_per_sweep"]
+        out += ["", f"Weak scaling, {w['local_shape'][0]} x {w['local_shape'][1]} sites per rank, {w['ranks']} ranks "
+                f"(medians of {w['rounds']} rounds of {w['sweeps']} sweeps): cluster update {1e3 * c['alone']:.1f} ms "
+                f"alone, {1e3 * c['together']:.1f} ms on {w['ranks']} ranks (merge "
+                f"{1e3 * w['merge_cpu_s_per_update']['together']:.2f} ms): efficiency **{c['efficiency']:.2f}** (CPU); "
+                f"whole sweep {wall['efficiency']:.2f} (wall)."]
+    for L, rows in res["scan"].items():
+        out += ["", f"Scan at L = {L} (round robin):", "",
+                "| chain | tau_int(abs m) | tau_int(m^2) | tau_int(E) | CPU ms/sweep | cost (ms) |",
+                "|---|---|---|---|---|---|"]
+        for o in sorted(rows, key=lambda o: o["cost_s"]):
+            out.append(f"| {o['name']} | {_tau(o, 'abs_m')} | {_tau(o, 'm2')} | {_tau(o, 'E')} | "
+                       f"{1e3 * o['cpu_s_per_sweep']:.3f} | {1e3 * o['cost_s']:.2f}({1e3 * o['cost_s_error']:.2f}) |")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="L <= 128, short chains (minutes)")
@@ -310,13 +371,19 @@ def main():
     ap.add_argument("--local-sizes", type=int, nargs="*", default=None)
     ap.add_argument("--scan-sizes", type=int, nargs="*", default=None)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench-results", "cluster.json"))
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every chain length (a shared machine: 0.5)")
     ap.add_argument("--skip-weak", action="store_true")
+    ap.add_argument("--table", default=None, metavar="JSON", help="print the Markdown tables of a result, run nothing")
     ap.add_argument("--weak-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--weak-rounds", type=int, default=5)
     ap.add_argument("--weak-sweeps", type=int, default=4)
     args = ap.parse_args()
     if args.weak_worker:
         return weak_worker(args.weak_worker, args.weak_rounds, args.weak_sweeps)
+    if args.table:
+        with open(args.table) as f:
+            print(tables(json.load(f)))
+        return 0
     q = args.quick
     sizes = args.sizes or ([32, 64, 128] if q else [32, 64, 128, 256, 512])
     local_sizes = args.local_sizes or ([16, 32, 64] if q else [16, 32, 64, 128])
@@ -332,7 +399,8 @@ def main():
     log(f"\n[1] scan of settings (round robin, cost = 2 tau_int(|m|) x CPU/sweep); Metropolis step {step:.3f}")
     res["scan"] = {}
     for L in scan_sizes:
-        res["scan"][str(L)] = scan(L, 4000 if q else (20000 if L <= 64 else 6000), 500 if L <= 64 else 200, step)
+        n = int(args.scale * (4000 if q else (20000 if L <= 64 else 6000)))
+        res["scan"][str(L)] = scan(L, n, 500 if L <= 64 else 200, step)
     decide = res["scan"][str(max(scan_sizes))]
     best_q = min((o for o in decide if o["config"]["code"] == "qftml"), key=lambda o: o["cost_s"])["config"]
     best_ref = min((o for o in decide if o["config"]["code"] == "numba"), key=lambda o: o["cost_s"])["config"]
@@ -342,10 +410,10 @@ def main():
     log("\n[2] sizes: the cheapest settings side by side (blocks alternate), then local Metropolis alone")
 
     def sweeps_for(L):
-        return (4000 if q else 20000) if L <= 128 else (10000 if L <= 256 else 6000)
+        return int(args.scale * ((4000 if q else 20000) if L <= 128 else (10000 if L <= 256 else 6000)))
 
     res["sizes"] = size_series(sizes, best_q, best_ref, sweeps_for, lambda L: 500 if L <= 128 else 200, step)
-    res["local"] = local_series(local_sizes, 200 if q else 400)
+    res["local"] = local_series(local_sizes, args.scale * (200 if q else 400))
     res["z"] = {"qftml": {k: fit_z([r["qftml"] for r in res["sizes"]], k, 32) for k in ("abs_m", "m2", "E")},
                 "reference": {k: fit_z([r["reference"] for r in res["sizes"]], k, 32) for k in ("abs_m", "m2", "E")},
                 "local": {k: fit_z(res["local"], k, 16) for k in ("abs_m", "m2", "E")}}
