@@ -83,7 +83,8 @@ def plot(sers, pairs, mu2_0, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="*", default=[32, 64, 128, 256])
-    ap.add_argument("--sweeps", type=int, nargs="*", default=None, help="one per size (default 1e5 up to 128, 6e4 at 256, 3e4 at 512)")
+    ap.add_argument("--sweeps", type=int, nargs="*", default=None,
+                    help="one per size (default 1e5 up to 128, 6e4 at 256, 3e4 at 512)")
     ap.add_argument("--mu2", type=float, default=-0.9515)
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--out", default="out/critical_coupling")
