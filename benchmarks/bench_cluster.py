@@ -192,14 +192,14 @@ def tuned_step(L):
     return s.step
 
 
-def size_series(sizes, best_q, best_ref, sweeps_for, block_for, step):
+def size_series(sizes, best_q, best_ref, sweeps_for, block_for, step, therm=1000):
     rows = []
     for L in sizes:
         q = [QftmlChain(L, **{k: best_q[k] for k in ("algorithm", "hits", "cluster")},
                         every=best_q["cluster_every"], seed=seed) for seed in (1, 2)]
         ref = ReferenceChain(L, best_ref["hits"], best_ref["coverage"], step)
         for c in q + [ref]:
-            c.thermalize(max(500, 20 * L if L <= 256 else 2000))
+            c.thermalize(therm)
         round_robin([q[0], ref, q[1]], sweeps_for(L), block_for(L))
         sq, sq2, sr = summarize(q[0]), summarize(q[1]), summarize(ref)
         ratio, span = pair_ratio(ref, q[0])
@@ -373,6 +373,11 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "bench-results", "cluster.json"))
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every chain length (a shared machine: 0.5)")
     ap.add_argument("--skip-weak", action="store_true")
+    ap.add_argument("--skip-scan", action="store_true",
+                    help="no scan: the cheapest settings of the L = 64 scan (qftml Metropolis x2 + Swendsen-Wang every "
+                         "2nd sweep; numba Metropolis x2 + Wolff covering V)")
+    ap.add_argument("--sweeps", type=int, nargs="*", default=None, help="chain length per size (with --sizes)")
+    ap.add_argument("--local-factor", type=float, default=None, help="local chains: this many guessed tau_int")
     ap.add_argument("--table", default=None, metavar="JSON", help="print the Markdown tables of a result, run nothing")
     ap.add_argument("--weak-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--weak-rounds", type=int, default=5)
@@ -398,22 +403,28 @@ def main():
     res["metropolis_step"] = step
     log(f"\n[1] scan of settings (round robin, cost = 2 tau_int(|m|) x CPU/sweep); Metropolis step {step:.3f}")
     res["scan"] = {}
-    for L in scan_sizes:
+    for L in ([] if args.skip_scan else scan_sizes):
         n = int(args.scale * (4000 if q else (20000 if L <= 64 else 6000)))
         res["scan"][str(L)] = scan(L, n, 500 if L <= 64 else 200, step)
-    decide = res["scan"][str(max(scan_sizes))]
-    best_q = min((o for o in decide if o["config"]["code"] == "qftml"), key=lambda o: o["cost_s"])["config"]
-    best_ref = min((o for o in decide if o["config"]["code"] == "numba"), key=lambda o: o["cost_s"])["config"]
+    if args.skip_scan:
+        best_q = {"code": "qftml", "algorithm": "metropolis", "hits": 2, "cluster": "swendsen-wang", "cluster_every": 2}
+        best_ref = {"code": "numba", "hits": 2, "coverage": 1.0}
+    else:
+        decide = res["scan"][str(max(scan_sizes))]
+        best_q = min((o for o in decide if o["config"]["code"] == "qftml"), key=lambda o: o["cost_s"])["config"]
+        best_ref = min((o for o in decide if o["config"]["code"] == "numba"), key=lambda o: o["cost_s"])["config"]
+        log(f"  cheapest at L={max(scan_sizes)}: qftml {best_q}, reference {best_ref}")
     res["best"] = {"qftml": best_q, "reference": best_ref}
-    log(f"  cheapest at L={max(scan_sizes)}: qftml {best_q}, reference {best_ref}")
 
     log("\n[2] sizes: the cheapest settings side by side (blocks alternate), then local Metropolis alone")
 
     def sweeps_for(L):
+        if args.sweeps:
+            return args.sweeps[sizes.index(L)]
         return int(args.scale * ((4000 if q else 20000) if L <= 128 else (10000 if L <= 256 else 6000)))
 
     res["sizes"] = size_series(sizes, best_q, best_ref, sweeps_for, lambda L: 500 if L <= 128 else 200, step)
-    res["local"] = local_series(local_sizes, args.scale * (200 if q else 400))
+    res["local"] = local_series(local_sizes, args.local_factor or args.scale * (200 if q else 400))
     res["z"] = {"qftml": {k: fit_z([r["qftml"] for r in res["sizes"]], k, 32) for k in ("abs_m", "m2", "E")},
                 "reference": {k: fit_z([r["reference"] for r in res["sizes"]], k, 32) for k in ("abs_m", "m2", "E")},
                 "local": {k: fit_z(res["local"], k, 16) for k in ("abs_m", "m2", "E")}}
