@@ -192,7 +192,7 @@ def tuned_step(L):
     return s.step
 
 
-def size_series(sizes, best_q, best_ref, sweeps_for, block_for, step, therm=1000):
+def size_series(sizes, best_q, best_ref, sweeps_for, block_for, step, therm=1000, save=None):
     rows = []
     for L in sizes:
         q = [QftmlChain(L, **{k: best_q[k] for k in ("algorithm", "hits", "cluster")},
@@ -211,6 +211,8 @@ def size_series(sizes, best_q, best_ref, sweeps_for, block_for, step, therm=1000
                "cpu_ratio_range": span, "cost_ratio": cost_ratio, "cost_ratio_error": cost_ratio * rel,
                "seeds_abs_m_pull": (a - b) / np.hypot(ea, eb)}
         rows.append(row)
+        if save:
+            save(rows)
         sp = sq["cpu_split_s_per_sweep"]
         log(f"  L={L:4d} qftml tau|m| {sq['abs_m']['tau_int']:6.2f}({sq['abs_m']['tau_int_error']:.2f}) "
             f"cost {1e3 * sq['cost_s']:9.3f} ms | ref tau|m| {sr['abs_m']['tau_int']:6.2f}"
@@ -242,12 +244,34 @@ def fit_z(rows, key, Lmin):
     L = np.array([r["L"] for r in rows if r["L"] >= Lmin], dtype=float)
     t = np.array([r[key]["tau_int"] for r in rows if r["L"] >= Lmin])
     dt = np.array([r[key]["tau_int_error"] for r in rows if r["L"] >= Lmin])
-    if len(L) < 2:
+    if len(set(L)) < 2:
         return None
     (z, c), cov = np.polyfit(np.log(L), np.log(t), 1, w=t / dt, cov="unscaled")
     chi2 = float(np.sum(((np.log(t) - (z * np.log(L) + c)) * t / dt) ** 2))
     return {"z": float(z), "error": float(np.sqrt(cov[0, 0])), "chi2": chi2, "dof": len(L) - 2,
             "sizes": L.astype(int).tolist()}
+
+
+def z_fits(res):
+    return {"qftml": {k: fit_z([r["qftml"] for r in res["sizes"]], k, 32) for k in ("abs_m", "m2", "E")},
+            "reference": {k: fit_z([r["reference"] for r in res["sizes"]], k, 32) for k in ("abs_m", "m2", "E")},
+            "local": {k: fit_z(res["local"], k, 16) for k in ("abs_m", "m2", "E")}}
+
+
+def merge_results(parts):
+    """Several runs (e.g. sizes run as separate processes) as one result: sizes and local chains
+    concatenated in order of L, z refitted, the first run's scan and weak scaling."""
+    res = dict(parts[0])
+    res["sizes"] = sorted((r for p in parts for r in p.get("sizes", [])), key=lambda r: r["L"])
+    res["local"] = sorted((r for p in parts for r in p.get("local", [])), key=lambda r: r["L"])
+    res["scan"] = {k: v for p in parts for k, v in p.get("scan", {}).items()}
+    res["weak_scaling"] = next((p["weak_scaling"] for p in parts if "weak_scaling" in p), None)
+    res["command"] = "; ".join(p["command"] for p in parts)
+    res["machine"]["load_average_end"] = max((p["machine"].get("load_average_end", p["machine"]["load_average"])
+                                              for p in parts), key=lambda x: x[0])
+    res["seconds"] = max(p.get("seconds", 0.0) for p in parts)
+    res["z"] = z_fits(res)
+    return res
 
 
 # --- weak scaling (run under mpiexec -n 2 by weak_scaling()) -------------------------------------
@@ -378,7 +402,8 @@ def main():
                          "2nd sweep; numba Metropolis x2 + Wolff covering V)")
     ap.add_argument("--sweeps", type=int, nargs="*", default=None, help="chain length per size (with --sizes)")
     ap.add_argument("--local-factor", type=float, default=None, help="local chains: this many guessed tau_int")
-    ap.add_argument("--table", default=None, metavar="JSON", help="print the Markdown tables of a result, run nothing")
+    ap.add_argument("--table", default=None, nargs="+", metavar="JSON",
+                    help="print the Markdown tables of one result (or of several runs merged), run nothing")
     ap.add_argument("--weak-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--weak-rounds", type=int, default=5)
     ap.add_argument("--weak-sweeps", type=int, default=4)
@@ -386,12 +411,15 @@ def main():
     if args.weak_worker:
         return weak_worker(args.weak_worker, args.weak_rounds, args.weak_sweeps)
     if args.table:
-        with open(args.table) as f:
-            print(tables(json.load(f)))
+        parts = []
+        for name in args.table:
+            with open(name) as f:
+                parts.append(json.load(f))
+        print(tables(merge_results(parts)))
         return 0
     q = args.quick
-    sizes = args.sizes or ([32, 64, 128] if q else [32, 64, 128, 256, 512])
-    local_sizes = args.local_sizes or ([16, 32, 64] if q else [16, 32, 64, 128])
+    sizes = args.sizes if args.sizes is not None else ([32, 64, 128] if q else [32, 64, 128, 256, 512])
+    local_sizes = args.local_sizes if args.local_sizes is not None else ([16, 32, 64] if q else [16, 32, 64, 128])
     scan_sizes = args.scan_sizes or ([64] if q else [64, 256])
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     t_start = time.time()
@@ -423,11 +451,15 @@ def main():
             return args.sweeps[sizes.index(L)]
         return int(args.scale * ((4000 if q else 20000) if L <= 128 else (10000 if L <= 256 else 6000)))
 
-    res["sizes"] = size_series(sizes, best_q, best_ref, sweeps_for, lambda L: 500 if L <= 128 else 200, step)
+    def save(rows, key="sizes"):
+        res[key] = rows
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+
+    res["sizes"] = size_series(sizes, best_q, best_ref, sweeps_for, lambda L: 500 if L <= 128 else 200, step,
+                               save=save)
     res["local"] = local_series(local_sizes, args.local_factor or args.scale * (200 if q else 400))
-    res["z"] = {"qftml": {k: fit_z([r["qftml"] for r in res["sizes"]], k, 32) for k in ("abs_m", "m2", "E")},
-                "reference": {k: fit_z([r["reference"] for r in res["sizes"]], k, 32) for k in ("abs_m", "m2", "E")},
-                "local": {k: fit_z(res["local"], k, 16) for k in ("abs_m", "m2", "E")}}
+    res["z"] = z_fits(res)
     for who, zs in res["z"].items():
         log(f"  z {who:9s}: " + ", ".join(f"{k} {v['z']:.3f}({v['error']:.3f}) chi2/dof {v['chi2']:.1f}/{v['dof']}"
                                            for k, v in zs.items() if v))
