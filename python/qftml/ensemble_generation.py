@@ -3,7 +3,8 @@
 Exports:
     SCHEMA                      config schema: [lattice] [action] [sampler] [output] (OUTPUT extended
                                 by configs, overwrite, batch)
-    EXIT_OK, EXIT_CONFIG, EXIT_PREEMPTED   0, 2, 3 ("checkpointed after SIGTERM/SIGUSR1: resume me")
+    EXIT_OK, EXIT_IO, EXIT_CONFIG, EXIT_PREEMPTED   0, 1 (a write failed mid-run, e.g. disk full: one
+                                message; resume once fixed), 2, 3 ("checkpointed after SIGTERM/SIGUSR1: resume me")
     load_sample_config(path, overrides, comm) -> dict   validated config (ConfigError -> exit 2)
     build_action(cfg, lattice, section='action') -> Action   homogeneous, or from [section] couplings
     physics_description(cfg, action) -> dict             what must agree for --resume
@@ -18,7 +19,9 @@ independent of the rank count, so (field, sweep_index, step) restarts it bit for
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import glob
 import math
 import os
 import signal
@@ -27,17 +30,19 @@ import sys
 import numpy as np
 
 import qftml
+from qftml.engine.observables import NonFiniteError
 from qftml.engine.sampler import cluster_summary
-from qftml.io.checkpoints import (checkpoint_path, physics_differences, physics_hash, read_checkpoint,
-                              read_checkpoint_state, write_checkpoint)
+from qftml.io.checkpoints import (CheckpointError, check_state, checkpoint_path, physics_differences, physics_hash,
+                                  read_checkpoint, read_checkpoint_state, write_checkpoint)
 from qftml.collective import failure_policy, on_root
 from qftml.progress import Progress
 from qftml.config import (ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, check_cluster, check_outputs,
                           check_sweeps, load_config, output_problems)
-from qftml.io.ensembles import (EnsembleFileError, EnsembleWriter, choose_write_path, observable_layout,
-                               read_attrs, stack_observables)
+from qftml.io.ensembles import (EnsembleFileError, EnsembleWriter, choose_write_path, io_error_message,
+                               is_io_failure, observable_layout, read_attrs, stack_observables)
+from qftml.io.locking import hold_output, release_output
 
-EXIT_OK, EXIT_CONFIG, EXIT_PREEMPTED = 0, 2, 3
+EXIT_OK, EXIT_IO, EXIT_CONFIG, EXIT_PREEMPTED = 0, 1, 2, 3
 _THERM_CHUNK_MAX = 100  # thermalisation sweeps between stop-flag checks (at most)
 
 SAMPLE_OUTPUT = dict(OUTPUT)
@@ -198,6 +203,34 @@ def _run_sample(cfg, resume, quiet, comm) -> int:
     physics = physics_description(cfg, digest)
     _check_output(cfg, resume, comm)
     out_path = cfg["output"]["path"]
+    directory = os.path.dirname(os.path.abspath(out_path))
+    # one writer per output: the lock, then the output checks again under it (two runs started at once)
+    lock = hold_output(out_path, comm, "qftml sample --resume" if resume else "qftml sample",
+                       lambda: _output_problem(cfg, out_path, directory, resume))
+    try:
+        return _run_locked(cfg, resume, quiet, comm, lattice, action, physics, digest)
+    finally:
+        release_output(lock)
+
+
+def _check_resume_state(path, state, s_cfg, N):
+    """The checkpoint's counters, before anything is read or written: integers/finite numbers in
+    range, and sweep_index and n_records consistent with the chain (thermalize, every)."""
+    check_state(path, state, counts=("sweep_index", "n_records"), positive=("step",))
+    check_state(path, state, counts=("acc_sweeps",) if "acc_sweeps" in state else (),
+                finite=("acc_sum",) if "acc_sum" in state else ())
+    s, n, T, every = state["sweep_index"], state["n_records"], s_cfg["thermalize"], s_cfg["every"]
+    if (s <= T and n != 0) or (s > T and ((s - T) % every or n != (s - T) // every)):
+        raise CheckpointError(f"{path}: damaged or edited checkpoint: sweep_index = {s} and n_records = {n} "
+                              f"disagree (thermalize = {T}, every = {every}: record j follows sweep "
+                              f"thermalize + (j + 1) * every)")
+    if n > N:
+        raise ConfigError(f"cannot resume: the checkpoint holds {n} records but "
+                          f"sampler.sweeps = {s_cfg['sweeps']} asks for only {N}")
+
+
+def _run_locked(cfg, resume, quiet, comm, lattice, action, physics, digest):
+    out_path = cfg["output"]["path"]
     ckpt_path = checkpoint_path(out_path)
     s_cfg = cfg["sampler"]
     N = s_cfg["sweeps"] // s_cfg["every"]
@@ -210,14 +243,38 @@ def _run_sample(cfg, resume, quiet, comm) -> int:
         if diffs:
             raise ConfigError("cannot resume: the configuration's physics differs from the checkpoint's:\n  "
                               + "\n  ".join(diffs))
-        if state["n_records"] > N:
-            raise ConfigError(f"cannot resume: the checkpoint holds {state['n_records']} records but "
-                              f"sampler.sweeps = {s_cfg['sweeps']} asks for only {N}")
+        _check_resume_state(ckpt_path, state, s_cfg, N)
         block, state = read_checkpoint(ckpt_path, lattice)
         old_attrs = _on_root(comm, lambda: read_attrs(out_path))
         if old_attrs.get("physics_hash") != state["physics_hash"]:
             raise ConfigError(f"cannot resume: {out_path} was written by a different chain than checkpoint {ckpt_path}")
-    return _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, state, block, old_attrs)
+    try:
+        return _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, state, block, old_attrs)
+    except (OSError, RuntimeError) as e:
+        if not is_io_failure(e):
+            raise  # collective.failure_policy
+        # a write failed (disk full, quota, I/O error) on this rank: one message, no traceback; the
+        # file holds its first n_records records and the checkpoint its chain: --resume continues
+        print(f"{now_utc()} qftml sample: error: {out_path}: writing failed on rank {comm.rank}: "
+              f"{io_error_message(e)}. The file keeps its first n_records records and {ckpt_path} the chain "
+              f"up to its last checkpoint: make room, then continue with --resume", file=sys.stderr, flush=True)
+        if comm.size > 1:
+            comm.Abort(EXIT_IO)  # the other ranks wait in a collective for this one
+        return EXIT_IO
+
+
+def _close_quietly(writer):
+    import gc
+    import io
+
+    saved = sys.stderr
+    sys.stderr = io.StringIO()  # "Exception ignored in ... _dealloc" of a file that cannot be flushed
+    try:
+        with contextlib.suppress(Exception):
+            writer.close()
+        gc.collect()
+    finally:
+        sys.stderr = saved
 
 
 def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, state, block, old_attrs):
@@ -235,6 +292,7 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
                             step=s_cfg["step"], start="keep" if resume else s_cfg["start"],
                             cluster=s_cfg["cluster"], cluster_every=s_cfg["cluster_every"])
     if resume:
+        _remove_temporaries(ckpt_path, comm)
         sampler.field.local = block  # setting the field refreshes its ghosts
         sampler.sweep_index = int(state["sweep_index"])
         sampler.step = float(state["step"])
@@ -244,10 +302,7 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
         acc_sum, acc_sweeps = float(state.get("acc_sum", 0.0)), int(state.get("acc_sweeps", 0))
         cluster_counts = dict(state.get("cluster_counts", {}))
     else:
-        if comm.rank == 0:
-            for stale in (ckpt_path, ckpt_path + ".tmp"):
-                if os.path.exists(stale):
-                    os.remove(stale)
+        _remove_temporaries(ckpt_path, comm, also=(ckpt_path,))
         start_time = stamp(comm)
         runs = []
         attrs = {
@@ -277,8 +332,21 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
               f"write path {write_path}")
 
     with StopFlag(comm) as stop:
-        code, acceptance = _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, write_path,
-                                  T, N, batch, stop, quiet, acc_sum, acc_sweeps, resume, cluster_counts)
+        try:
+            code, acceptance = _chain(cfg, comm, lattice, action, sampler, writer, physics, ckpt_path, write_path,
+                                      T, N, batch, stop, quiet, acc_sum, acc_sweeps, resume, cluster_counts)
+        except (NonFiniteError, CheckpointError) as e:  # on every rank alike: the sums are global
+            runs[-1].update(end=stamp(comm), last_sweep=sampler.sweep_index, last_record=writer.n_records,
+                            exit="diverged")
+            writer.set_attrs(runs=runs)
+            writer.close()
+            raise EnsembleFileError(f"{out_path}: sweep {sampler.sweep_index}: {e}. Nothing after record "
+                                    f"{writer.n_records} was written; {ckpt_path} holds the last finite "
+                                    f"state") from None
+        except (OSError, RuntimeError) as e:
+            if is_io_failure(e):  # close what can be closed now: no h5py noise when the job ends
+                _close_quietly(writer)
+            raise
     end = stamp(comm)
     runs[-1].update(end=end, last_sweep=sampler.sweep_index, last_record=writer.n_records,
                     exit="complete" if code == EXIT_OK else "preempted")
@@ -297,6 +365,14 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
     else:
         log(comm, f"done: {writer.n_records} records in {out_path}, checkpoint {ckpt_path}")
     return code
+
+
+def _remove_temporaries(ckpt_path, comm, also=()):
+    """Rank 0, under the writer lock (no other run owns them): temporary checkpoints left by killed runs."""
+    if comm.rank == 0:
+        for stale in [*also, ckpt_path + ".tmp", *glob.glob(glob.escape(ckpt_path) + ".*.tmp")]:
+            if os.path.exists(stale):
+                os.remove(stale)
 
 
 def _add_cluster_counts(sampler, totals: dict) -> dict:

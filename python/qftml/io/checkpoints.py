@@ -11,6 +11,8 @@ Exports:
     read_trainer_checkpoint(path, comms, lattice) -> TrainerCheckpoint(field, state, replica_state, arrays)
     physics_hash(physics) -> str       sha256 of the canonical JSON of the physics description
     physics_differences(old, new) -> list[str]   "key: checkpoint X, config Y" for every difference
+    check_state(path, state, counts=(), positive=(), finite=())   CheckpointError unless state[k] is an
+                                       integer >= 0 (counts), a finite number > 0 (positive), finite (finite)
 
 Chain checkpoint (`qftml sample`): /field (global lexicographic order, each rank writes its block)
 and the attributes sweep_index, step, phase, n_records, counters, physics (JSON) and its hash.
@@ -28,8 +30,12 @@ Because the random numbers depend only on (seed, global site, sweep, hit), a cha
 bit on any number of ranks and any process grid. A trainer resumed on the same decomposition
 continues bit for bit; on a different one, only the global sums (allreduce) round differently.
 
-Atomicity: a checkpoint is written to "<path>.tmp", closed, fsync'ed and renamed over <path>,
-then the directory is fsync'ed; a crash at any moment leaves either the old or the new checkpoint.
+Atomicity: a checkpoint is written to "<path>.<host>-<pid>.tmp" (a name of this run alone: rank 0's
+host and pid), closed, fsync'ed and renamed over <path>, then the directory is fsync'ed; a crash at
+any moment leaves either the old or the new checkpoint.
+
+Integrity: a field that is not finite (NaN, inf) is never written (the old checkpoint stays) and
+never read back; every rank checks its own block and all ranks agree on the verdict.
 """
 from __future__ import annotations
 
@@ -41,7 +47,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qftml.io.ensembles import BlockFile, EnsembleFileError, _decode, _h5open, choose_write_path, fsync_path
+from qftml.io.ensembles import (BlockFile, EnsembleFileError, _collective, _decode, _h5open, choose_write_path,
+                                fsync_path)
 
 CHECKPOINT_FORMAT = "qftml-checkpoint"
 
@@ -70,6 +77,39 @@ def physics_differences(old: dict, new: dict, prefix="") -> list:
     return out
 
 
+def check_state(path, state: dict, counts=(), positive=(), finite=()) -> None:
+    """Refuse a checkpoint whose counters or numbers were edited or damaged (before anything is used)."""
+    bad = []
+    for key in counts:
+        v = state.get(key)
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 0:
+            bad.append(f"{key} = {v!r} (an integer >= 0)")
+    for key, strict in [(k, True) for k in positive] + [(k, False) for k in finite]:
+        v = state.get(key)
+        ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) \
+            and np.isfinite(v) and (v > 0 or not strict)
+        if not ok:
+            bad.append(f"{key} = {v!r} (a finite number{' > 0' if strict else ''})")
+    if bad:
+        raise CheckpointError(f"{path}: damaged or edited checkpoint: " + ", ".join(bad))
+
+
+def _temp_name(path, comm):
+    """The temporary file of this run (rank 0's host and pid), the same name on every rank."""
+    from qftml.io.locking import unique_temp_name
+
+    return comm.bcast(unique_temp_name(path) if comm.rank == 0 else None, root=0)
+
+
+def _refuse_non_finite(path, local, comm, what="field"):
+    """Collective: CheckpointError on every rank if any rank's block is not finite."""
+    bad = int(not np.isfinite(local).all())
+    if comm.allreduce(bad) if comm.size > 1 else bad:
+        raise CheckpointError(f"{path}: the {what} holds non-finite values (NaN or inf) on "
+                              f"{'some rank' if comm.size > 1 else 'this rank'}: not checkpointed "
+                              f"(the previous checkpoint is kept); the chain diverged")
+
+
 # ----------------------------------------------------------------------------- writing
 def _replace_atomically(tmp, path, comm):
     """After every rank has closed `tmp`: fsync it, rename it over `path`, fsync the directory."""
@@ -91,11 +131,13 @@ def _attrs(state: dict, kind: str) -> dict:
 def write_checkpoint(path, field, state: dict, write_path=None):
     """Collective. `state` holds JSON-able scalars/dicts (sweep_index, step, n_records, physics, ...)."""
     lattice = field.lattice
-    tmp = str(path) + ".tmp"
+    local = field.local
+    _refuse_non_finite(path, local, lattice.comm)
+    tmp = _temp_name(path, lattice.comm)
     bf = BlockFile(tmp, "w", lattice, write_path or choose_write_path(lattice.comm))
     try:
         bf.create("field", tuple(lattice.shape))
-        bf.write_blocks("field", (), field.local)
+        bf.write_blocks("field", (), local)
         bf.set_attrs(**_attrs(state, "chain"))
     finally:
         bf.close()
@@ -126,7 +168,9 @@ def write_trainer_checkpoint(path, comms, field, state: dict, replica_state: dic
     replica (only replica 0's are written)."""
     lattice = field.lattice
     world = comms.world
-    tmp = str(path) + ".tmp"
+    local = field.local
+    _refuse_non_finite(path, local, world)
+    tmp = _temp_name(path, world)
     per_replica = world.allgather((comms.replica, {k: _plain(v) for k, v in replica_state.items()}))
     replicas = [s for _, s in sorted(per_replica, key=lambda x: x[0])[::lattice.comm.size]]
     blocks = {k: np.asarray(v, dtype=float) for k, v in arrays.items() if np.ndim(v) >= lattice.ndim}
@@ -138,7 +182,7 @@ def write_trainer_checkpoint(path, comms, field, state: dict, replica_state: dic
     bf = BlockFile(tmp, "w", stacked, write_path or choose_write_path(world))
     try:
         bf.create("fields", (comms.replicas,) + tuple(lattice.shape))
-        bf.write_blocks("fields", (), field.local[None])
+        bf.write_blocks("fields", (), local[None])
         bf.set_attrs(replica_states=replicas, scalars=scalars, **_attrs(state, "trainer"))
     finally:
         bf.close()
@@ -176,7 +220,7 @@ def _open_checkpoint(path, kind):
         raise
     except EnsembleFileError as e:
         raise CheckpointError(str(e)) from None
-    except (KeyError, OSError, RuntimeError) as e:
+    except (KeyError, OSError, RuntimeError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: damaged checkpoint (truncated or corrupt?): {e}") from None
 
 
@@ -191,13 +235,24 @@ def read_checkpoint_state(path) -> dict:
         return state
 
 
+def _finite_block(path, block, what):
+    if not np.isfinite(block).all():
+        raise CheckpointError(f"{path}: {what} holds non-finite values (NaN or inf): damaged or edited "
+                              f"checkpoint, not resumed from")
+    return block
+
+
 def read_checkpoint(path, lattice):
-    """(this rank's block of the checkpointed field, state dict). Raises CheckpointError with a
-    clear message for a missing, truncated or foreign file."""
-    with _open_checkpoint(path, "chain") as (f, state):
-        ds = f["field"]
-        _check_shape(path, ds, lattice.shape, "field")
-        return np.asarray(ds[lattice.local_slices], dtype=float), state
+    """(this rank's block of the checkpointed field, state dict). Collective over lattice.comm:
+    raises the same CheckpointError on every rank, with a clear message, for a missing, truncated,
+    foreign or non-finite checkpoint."""
+    def read():
+        with _open_checkpoint(path, "chain") as (f, state):
+            ds = f["field"]
+            _check_shape(path, ds, lattice.shape, "field")
+            return _finite_block(path, np.asarray(ds[lattice.local_slices], dtype=float), "/field"), state
+
+    return _collective(lattice.comm, read, CheckpointError)
 
 
 @dataclass
@@ -210,13 +265,19 @@ class TrainerCheckpoint:
 
 def read_trainer_checkpoint(path, comms, lattice) -> TrainerCheckpoint:
     """Every rank reads its hyperslabs; the process grid and the ranks per replica may differ from
-    the run that wrote it, the number of replicas may not."""
+    the run that wrote it, the number of replicas may not. Collective over comms.world: a missing,
+    truncated, foreign or non-finite checkpoint raises the same CheckpointError on every rank."""
+    return _collective(comms.world, lambda: _read_trainer(path, comms, lattice), CheckpointError)
+
+
+def _read_trainer(path, comms, lattice) -> TrainerCheckpoint:
     with _open_checkpoint(path, "trainer") as (f, state):
         fields = f["fields"]
         if fields.shape[0] != comms.replicas:
             raise CheckpointError(f"{path}: the checkpoint has {fields.shape[0]} replicas, not {comms.replicas}")
         _check_shape(path, fields, (comms.replicas,) + tuple(lattice.shape), "fields")
-        field = np.asarray(fields[(comms.replica,) + tuple(lattice.local_slices)], dtype=float)
+        field = _finite_block(path, np.asarray(fields[(comms.replica,) + tuple(lattice.local_slices)],
+                                               dtype=float), "/fields")
         arrays = {k: np.array(v, dtype=float) if isinstance(v, float) else np.array(v)
                   for k, v in state.pop("scalars", {}).items()}
         if "arrays" in f:
@@ -225,6 +286,13 @@ def read_trainer_checkpoint(path, comms, lattice) -> TrainerCheckpoint:
             for name in names:
                 ds = f[f"arrays/{name}"]
                 _check_shape(path, ds, tuple(lattice.shape) + ds.shape[lattice.ndim:], f"/arrays/{name}")
-                arrays[name] = np.asarray(ds[tuple(lattice.local_slices)], dtype=float)
-        replica_state = state.pop("replica_states")[comms.replica]
+                arrays[name] = _finite_block(path, np.asarray(ds[tuple(lattice.local_slices)], dtype=float),
+                                             f"/arrays/{name}")
+        for name, v in arrays.items():
+            _finite_block(path, np.asarray(v, dtype=float), f"/arrays/{name}")
+        replicas = state.pop("replica_states", None)
+        if not isinstance(replicas, list) or len(replicas) != comms.replicas \
+                or not all(isinstance(r, dict) for r in replicas):
+            raise CheckpointError(f"{path}: damaged checkpoint (attribute replica_states is not one dict per replica)")
+        replica_state = replicas[comms.replica]
         return TrainerCheckpoint(field=field, state=state, replica_state=replica_state, arrays=arrays)

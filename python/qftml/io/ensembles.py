@@ -2,11 +2,14 @@
 
 Exports:
     FORMAT, FORMAT_VERSION           the value of the root attributes `format`, `format_version`
+    SUPPORTED_FORMAT_VERSIONS        the format versions this version reads (others are refused)
+    check_ensemble_file(f, path, append=False) -> (attrs, n_records)   the integrity rules of an
+                                      open h5py file: format, version, n_records, rows, shapes
     EnsembleFileError                 a missing, truncated or corrupt file (message for the user)
     Ensemble                          THE ensemble container (files and memory): observables, attrs,
                                       shape, couplings by hyperslab, lazy configs, skip(therm)
     open_ensemble(path) -> Ensemble   an ensemble file, read lazily (also a context manager)
-    choose_write_path(comm)           "mpio" if h5py has MPI, else "rank0-blocks"
+    choose_write_path(comm)           "mpio" if h5py has MPI, else "rank0-blocks" ($QFTML_WRITE_PATH forces one)
     BlockFile(path, mode, lattice, write_path)   an HDF5 file that every rank of the lattice writes:
                                       .create(name, shape, chunks, maxshape)  .write_blocks(name, lead, local)
     EnsembleWriter.create(path, lattice, attrs, observable_layout, couplings, store_configs, ...)
@@ -20,6 +23,8 @@ Exports:
     read_attrs(path) -> dict          root attributes, JSON strings decoded
     SCALAR_OBSERVABLES                the scalar names of qftml.measure stored per record
     fsync_path(path)                  fsync a file or directory by name
+    is_io_failure(exc) -> bool        an OSError, or an h5py RuntimeError from a failed system call
+    io_error_message(exc) -> str      the OS reason in it ("No space left on device (errno ENOSPC)")
 
 Schema (documented in docs/ensembles.md):
     /configs              (n_cfg, *shape) float64, global lexicographic site order (optional)
@@ -49,6 +54,7 @@ import numpy as np
 
 FORMAT = "qftml-ensemble"
 FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
 SCALAR_OBSERVABLES = ("M", "m", "abs_m", "m2", "m4", "sum_phi2", "sum_phi4", "action", "sum_links_nn")
 _TAG = 7301  # MPI tag of hyperslab transfers to rank 0
 
@@ -58,8 +64,35 @@ class EnsembleFileError(ValueError):
 
 
 def choose_write_path(comm) -> str:
-    """'mpio' (collective MPI-IO) when h5py was built with MPI and there are several ranks."""
+    """'mpio' (collective MPI-IO) when h5py was built with MPI and there are several ranks; the
+    environment variable QFTML_WRITE_PATH = mpio | rank0-blocks chooses one (tests of both paths)."""
+    forced = os.environ.get("QFTML_WRITE_PATH", "")
+    if forced == "rank0-blocks" or (forced == "mpio" and h5py.get_config().mpi):
+        return forced
+    if forced:
+        raise EnsembleFileError(f"QFTML_WRITE_PATH = {forced!r}: not 'mpio' or 'rank0-blocks'"
+                                + (" (h5py was built without MPI: no mpio)" if forced == "mpio" else ""))
     return "mpio" if h5py.get_config().mpi and comm.size > 1 else "rank0-blocks"
+
+
+def is_io_failure(e: BaseException) -> bool:
+    """An OSError, or an h5py RuntimeError caused by a failed system call (e.g. "Can't flush cache
+    (file write failed: ... errno = 28 ...)")."""
+    return isinstance(e, OSError) or (isinstance(e, RuntimeError) and "errno = " in str(e))
+
+
+def io_error_message(e: BaseException) -> str:
+    """The operating system's reason inside an OSError from h5py (e.g. 'No space left on device')."""
+    import errno as _errno
+    import re
+
+    code = getattr(e, "errno", None)
+    if code is None:
+        found = re.search(r"errno = (\d+)", str(e))
+        code = int(found.group(1)) if found else None
+    if code:
+        return f"{os.strerror(code)} (errno {_errno.errorcode.get(code, code)})"
+    return str(e)
 
 
 def _h5open(path, mode, **kw):
@@ -69,6 +102,8 @@ def _h5open(path, mode, **kw):
     except FileNotFoundError:
         raise EnsembleFileError(f"{path}: no such file") from None
     except OSError as e:
+        if mode in ("w", "x", "w-"):
+            raise EnsembleFileError(f"{path}: cannot create the file: {io_error_message(e)}") from None
         raise EnsembleFileError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {e}") from None
 
 
@@ -77,8 +112,7 @@ def _open_file(path):
     """The ensemble file as an h5py.File, read-only; any HDF5 failure inside becomes EnsembleFileError."""
     f = _h5open(path, "r")
     try:
-        if f.attrs.get("format") != FORMAT:
-            raise EnsembleFileError(f"{path}: not a qftml ensemble file (no format={FORMAT!r} attribute)")
+        check_ensemble_file(f, path)
         yield f
     except (OSError, KeyError, RuntimeError) as e:
         raise EnsembleFileError(f"{path}: damaged ensemble file (truncated or corrupt?): {e}") from None
@@ -104,6 +138,89 @@ def _encode(v):
     if v is None:
         return ""
     return v
+
+
+def _int_attr(path, attrs, key):
+    v = attrs.get(key)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise EnsembleFileError(f"{path}: attribute {key} = {v!r} is not an integer (damaged or edited file)")
+    return int(v)
+
+
+def _check_version(path, attrs):
+    v = attrs.get("format_version")
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) \
+            or int(v) not in SUPPORTED_FORMAT_VERSIONS:
+        raise EnsembleFileError(f"{path}: format_version = {v!r} is not one this qftml reads "
+                                f"{list(SUPPORTED_FORMAT_VERSIONS)} (written by a newer version, or edited)")
+
+
+def _rows(f):
+    """{dataset name: number of rows} of /configs and /observables/*."""
+    out = {"configs": f["configs"]} if "configs" in f else {}
+    if "observables" in f:
+        out.update({f"observables/{k}": ds for k, ds in f["observables"].items()})
+    return out
+
+
+def _check_shape(path, f, attrs, datasets):
+    """Every description of the lattice shape must agree with the data (/configs, /couplings/a;
+    without them, with the first attribute that gives one)."""
+    views = {}
+    if "configs" in datasets:
+        views["/configs"] = tuple(datasets["configs"].shape[1:])
+    if "couplings" in f and "a" in f["couplings"]:
+        views["/couplings/a"] = tuple(f["couplings/a"].shape)
+    if isinstance(attrs.get("lattice"), dict) and "shape" in attrs["lattice"]:
+        views["attribute lattice.shape"] = tuple(int(x) for x in attrs["lattice"]["shape"])
+    for key in ("shape", "lattice_shape"):
+        if key in attrs:
+            views[f"attribute {key}"] = tuple(int(x) for x in np.atleast_1d(attrs[key]))
+    if not views:
+        return
+    source, shape = next(iter(views.items()))
+    bad = {k: list(v) for k, v in views.items() if v != shape}
+    if "volume" in attrs and _int_attr(path, attrs, "volume") != int(np.prod(shape)):
+        bad["attribute volume"] = attrs["volume"]
+    slices = datasets.get("observables/slice_sums")
+    if slices is not None and tuple(slices.shape[1:]) != (shape[0],):
+        bad["/observables/slice_sums (per row)"] = list(slices.shape[1:])
+    if bad:
+        raise EnsembleFileError(f"{path}: " + ", ".join(f"{k} = {v}" for k, v in bad.items())
+                                + f" disagree{'s' if len(bad) == 1 else ''} with the lattice {list(shape)} "
+                                f"of {source} (damaged or edited file)")
+
+
+def check_ensemble_file(f, path, append=False):
+    """(decoded attributes, n_records) of an open ensemble file, after checking what readers and
+    writers rely on: format and a known format_version, n_records an integer 0 <= n_records <= rows
+    of every dataset of /configs and /observables, one lattice shape in the attributes and the
+    datasets; with append=True also that the datasets are chunked and resizable (a resume grows them).
+    Raises EnsembleFileError naming the file and what is wrong."""
+    try:
+        if f.attrs.get("format") != FORMAT:
+            raise EnsembleFileError(f"{path}: not a qftml ensemble file (no format={FORMAT!r} attribute)")
+        attrs = {k: _decode(v) for k, v in f.attrs.items()}
+        _check_version(path, attrs)
+        n = _int_attr(path, attrs, "n_records")
+        if n < 0:
+            raise EnsembleFileError(f"{path}: attribute n_records = {n} is negative (damaged or edited file)")
+        datasets = _rows(f)
+        short = sorted(k for k, ds in datasets.items() if ds.ndim == 0 or ds.shape[0] < n)
+        if short:
+            raise EnsembleFileError(f"{path}: {', '.join('/' + k for k in short)} hold fewer rows than "
+                                    f"n_records = {n} (truncated or edited file)")
+        if append:
+            fixed = sorted(k for k, ds in datasets.items() if ds.chunks is None or ds.maxshape[0] is not None)
+            if fixed:
+                raise EnsembleFileError(f"{path}: {', '.join('/' + k for k in fixed)} cannot grow (not chunked "
+                                        f"and resizable, as qftml writes them): damaged or rewritten file")
+        _check_shape(path, f, attrs, datasets)
+        return attrs, n
+    except EnsembleFileError:
+        raise
+    except (OSError, KeyError, RuntimeError, TypeError, ValueError) as e:
+        raise EnsembleFileError(f"{path}: damaged ensemble file (truncated or corrupt?): {e}") from None
 
 
 def read_attrs(path) -> dict:
@@ -330,10 +447,7 @@ def open_ensemble(path) -> Ensemble:
     path = os.fspath(path)
     f = _h5open(path, "r")
     try:
-        if f.attrs.get("format") != FORMAT:
-            raise EnsembleFileError(f"{path}: not a qftml ensemble file (no format={FORMAT!r} attribute)")
-        attrs = {k: _decode(v) for k, v in f.attrs.items()}
-        n = int(attrs.get("n_records", 0))
+        attrs, n = check_ensemble_file(f, path)
         configs = _Rows(f["configs"], 0, n, path) if "configs" in f else None
         shape = _shape_from_attrs(attrs) or (configs.shape[1:] if configs is not None else None)
         if shape is None:
@@ -460,9 +574,9 @@ class BlockFile:
             self.file = None
 
 
-def _collective(comm, action):
+def _collective(comm, action, error_type=None):
     """Run `action` on the ranks that pass one (None: nothing to do here); if it fails anywhere,
-    raise the same EnsembleFileError on every rank."""
+    raise the same EnsembleFileError (or error_type) on every rank."""
     result, error = None, None
     if action is not None:
         try:
@@ -472,10 +586,10 @@ def _collective(comm, action):
     errors = comm.allgather(error)
     first = next((e for e in errors if e), None)
     if first:
-        if result is not None:
+        if result is not None and hasattr(result, "close"):
             with contextlib.suppress(Exception):
                 result.close()
-        raise EnsembleFileError(first)
+        raise (error_type or EnsembleFileError)(first)
     return result
 
 
@@ -533,9 +647,7 @@ class EnsembleWriter:
         if bf.owns_file:
             try:
                 f = bf.file
-                if f.attrs.get("format") != FORMAT:
-                    raise EnsembleFileError(f"{path}: not a qftml ensemble file")
-                have = int(f.attrs["n_records"])
+                _, have = check_ensemble_file(f, path, append=True)
                 if have < n_records:
                     raise EnsembleFileError(f"{path}: holds {have} records but the checkpoint counts "
                                             f"{n_records}; the file does not belong to this checkpoint")

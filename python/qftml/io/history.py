@@ -10,7 +10,8 @@ Exports:
         .set_attrs(group, attrs)      attributes of a group (created if missing)
         .truncate(n_epochs)           resume: per-epoch groups keep their first n_epochs rows, sparse
                                       groups (rows at chosen epochs, with an `epoch` column) the rows
-                                      with epoch < n_epochs
+                                      with epoch < n_epochs; collective; EnsembleFileError (every rank)
+                                      for a damaged file or per-epoch rows fewer than n_epochs
         .exists()                     whether the file is there (on every rank)
     read_history(path, group="history") -> {name: array}   every dataset below the group (plain h5py)
 
@@ -71,10 +72,37 @@ class History:
                 g.attrs[k] = v
 
     def truncate(self, n_epochs: int) -> None:
+        """Collective when a comm was given: a damaged file, or per-epoch datasets shorter than
+        n_epochs rows, raise the same EnsembleFileError on every rank, before anything is changed."""
+        from qftml.io.ensembles import EnsembleFileError
+
+        error = None
+        if self.is_root:
+            try:
+                self._truncate(n_epochs)
+            except EnsembleFileError as e:
+                error = str(e)
+            except (OSError, KeyError, RuntimeError, TypeError, ValueError) as e:
+                error = f"{self.path}: damaged history file (truncated or corrupt?): {e}"
+        if self.comm is not None and self.comm.size > 1:
+            error = self.comm.bcast(error, root=0)
+        if error:
+            raise EnsembleFileError(error)
+
+    def _truncate(self, n_epochs: int) -> None:
         import h5py
 
-        if not self.is_root:
-            return
+        from qftml.io.ensembles import EnsembleFileError
+
+        with _open(self.path, "r") as f:  # check first: nothing is changed in a file that is refused
+            short = []
+            for group in self.per_epoch:
+                if group in f:
+                    f[group].visititems(lambda name, obj: short.append(f"/{group}/{name}") if isinstance(
+                        obj, h5py.Dataset) and (obj.ndim == 0 or obj.shape[0] < n_epochs) else None)
+            if short:
+                raise EnsembleFileError(f"{self.path}: {', '.join(short[:5])} hold fewer rows than the "
+                                        f"{n_epochs} epochs of the checkpoint (truncated or edited file)")
         with _open(self.path, "a") as f:
             for group in self.per_epoch:
                 if group not in f:

@@ -190,12 +190,19 @@ def save_trainer(path, trainer, comms, physics: dict, config: dict) -> None:
 
 def resume_trainer(path, trainer, comms, physics: dict) -> None:
     from qftml.config import ConfigError
-    from qftml.io.checkpoints import CheckpointError, physics_differences, read_trainer_checkpoint
+    from qftml.io.checkpoints import CheckpointError, check_state, physics_differences, read_trainer_checkpoint
 
+    error = None
     try:
-        ckpt = read_trainer_checkpoint(path, comms, trainer.model.lattice)
+        ckpt = read_trainer_checkpoint(path, comms, trainer.model.lattice)  # the same verdict on every rank
+        # counters and numbers first: an edited checkpoint is refused before anything is used
+        check_state(path, ckpt.state, counts=("epoch",), finite=("shift",))
+        check_state(path, ckpt.replica_state, counts=("sweeps",), positive=("step",))
     except CheckpointError as e:
-        raise ConfigError(f"--resume: {e}") from None
+        error = str(e)
+    error = next((e for e in comms.world.allgather(error) if e), None)  # replica states differ per replica
+    if error:
+        raise ConfigError(f"--resume: {error}")
     diffs = physics_differences(ckpt.state["physics"], physics)
     if diffs:
         raise ConfigError("--resume: the configuration differs from the checkpoint's:\n  " + "\n  ".join(diffs))
@@ -294,7 +301,8 @@ def learn_outputs(cfg) -> list:
 
 def run_learn(cfg, replicas=1, resume=False, quiet=False, comm=None) -> LearnResult:
     """The whole `qftml learn` run (collective, under collective.failure_policy): every check (config,
-    target, model, outputs) before anything is written."""
+    target, model, outputs) before anything is written; the writer lock of output.path is held for the
+    whole run (qftml.io.locking: a second writer, or a --resume of a live run, is refused)."""
     from mpi4py import MPI
 
     from qftml.collective import failure_policy
@@ -305,13 +313,10 @@ def run_learn(cfg, replicas=1, resume=False, quiet=False, comm=None) -> LearnRes
 
 
 def _run_learn(cfg, replicas, resume, quiet, comm) -> LearnResult:
-    import qftml
     from qftml import learning as L
-    from qftml.config import check_cluster, check_outputs
+    from qftml.config import check_cluster, check_outputs, output_problems
     from qftml.io.checkpoints import checkpoint_path
-    from qftml.io.history import History
-    from qftml.learning.free_energy import TARGET_STREAM
-    from qftml.progress import Progress
+    from qftml.io.locking import hold_output, release_output
 
     comms = make_trainer_communicators(comm, replicas)
     lat, target, model = _build(cfg, comms)
@@ -329,6 +334,25 @@ def _run_learn(cfg, replicas, resume, quiet, comm) -> LearnResult:
     # the one output rule, before anything is written; --resume continues (and replaces) its own files
     required = [(ckpt, "checkpoint"), (path, "output file")] if resume else ()
     check_outputs(learn_outputs(cfg), out["overwrite"] or resume, comm, require=required)
+    # one writer per output: the lock, then the same output rule again under it (runs started at once)
+    lock = hold_output(path, comm, "qftml learn --resume" if resume else "qftml learn",
+                       lambda: "\n  ".join(output_problems(learn_outputs(cfg), out["overwrite"] or resume,
+                                                           "output.path", path, require=required)) or None)
+    try:
+        return _learn_locked(cfg, comms, lat, target, model, trainer, physics, resume, quiet, comm)
+    finally:
+        release_output(lock)
+
+
+def _learn_locked(cfg, comms, lat, target, model, trainer, physics, resume, quiet, comm) -> LearnResult:
+    import qftml
+    from qftml.io.checkpoints import checkpoint_path
+    from qftml.io.history import History
+    from qftml.learning.free_energy import TARGET_STREAM
+    from qftml.progress import Progress
+
+    t, s, out = cfg["training"], cfg["sampler"], cfg["output"]
+    path, ckpt = out["path"], checkpoint_path(out["path"])
     history = History(path, comm, **HISTORY_GROUPS)
     result = LearnResult(path=path, checkpoint=ckpt, epochs=0, stats={})
     if resume:
