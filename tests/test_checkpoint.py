@@ -1,6 +1,7 @@
 """Checkpoints: hyperslab write, read back on another process grid / rank count, atomic replacement,
 clean errors, physics comparison; chains (`sample`) and trainers (replicas x domains, `learn`).
 Tests marked mpi run on every rank."""
+import glob
 import os
 
 import h5py
@@ -74,7 +75,11 @@ def test_replacement_is_atomic_and_stale_temp_files_are_ignored(comm, tmp_path):
     write_checkpoint(path, s.field, {"physics": PHYSICS, "sweep_index": 3, "step": s.step, "n_records": 2})
     block, state = read_checkpoint(path, lat)
     assert state["sweep_index"] == 3 and state["n_records"] == 2 and np.array_equal(block, s.field.local)
-    assert not os.path.exists(path + ".tmp")
+    # temporaries have names of their own run (<path>.<host>-<pid>.tmp): a writer leaves another
+    # run's alone (`qftml sample` removes dead runs' under its writer lock) and leaves none of its own
+    with open(path + ".tmp", "rb") as f:
+        assert f.read() == b"\x89HDF\r\n partial"
+    assert glob.glob(glob.escape(path) + "*.tmp") == [path + ".tmp"]
 
 
 def test_damaged_checkpoints_give_clear_errors(comm, tmp_path):
@@ -162,7 +167,7 @@ def test_trainer_checkpoint_rejects_another_replica_count_and_lattice(comm, tmp_
     write_trainer_checkpoint(path, comms, *_trainer_contents(comms, lat))
 
     class Two:  # as if the resumed run had 2 replicas
-        replicas, replica = 2, 0
+        replicas, replica, world = 2, 0, MPI.COMM_SELF
     with pytest.raises(CheckpointError, match="has 1 replicas, not 2"):
         read_trainer_checkpoint(path, Two, lat)
     with pytest.raises(CheckpointError, match=r"fields of shape \(1, 8, 6\), but the lattice is \[1, 8, 8\]"):

@@ -169,7 +169,7 @@ def _check_shape(path, f, attrs, datasets):
     views = {}
     if "configs" in datasets:
         views["/configs"] = tuple(datasets["configs"].shape[1:])
-    if "couplings" in f and "a" in f["couplings"]:
+    if "couplings" in f and "a" in f["couplings"] and f["couplings/a"].ndim:  # 0-d: the same everywhere
         views["/couplings/a"] = tuple(f["couplings/a"].shape)
     if isinstance(attrs.get("lattice"), dict) and "shape" in attrs["lattice"]:
         views["attribute lattice.shape"] = tuple(int(x) for x in attrs["lattice"]["shape"])
