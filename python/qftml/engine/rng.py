@@ -36,6 +36,9 @@ PURPOSES = {
     "compare_chain": 112,     # direct chains of S and A in learn's comparison
     "fit_chain": 113,         # persistent chains of `qftml fit`
     "couplings_init": 114,    # random initial couplings
+    "fit_batch": 115,         # mini-batch membership of `qftml fit` (per configuration and epoch)
+    "fit_noise": 116,         # noise of the noisy copies of an image in `qftml fit` data
+    "gaussian_samples": 117,  # exact Gaussian draws (qftml.exact.gaussian_samples: oracles, example data)
     "network_init": 120,      # phi^4 networks: initial weights
     "network_chain": 121,     # persistent chains of the networks
     "network_batch": 122,     # mini-batch order

@@ -4,8 +4,10 @@ Modules: qftml.exact.gaussian (propagator, kernel, ln Z of Gaussian actions, als
 qftml.exact.ising (Kaufman's finite torus, Onsager's limit, enumeration of small lattices).
 Their functions are re-exported here: `from qftml import exact; exact.gaussian_log_z(...)`.
 """
-from qftml.exact.gaussian import gaussian_kernel, gaussian_log_z, gaussian_propagator, momenta
+from qftml.exact.gaussian import (gaussian_kernel, gaussian_log_z, gaussian_ml_tied, gaussian_propagator,
+                                  gaussian_samples, momenta)
 from qftml.exact.ising import BETA_C, ising_enumeration, kaufman_torus, onsager_energy_per_link
 
-__all__ = ["momenta", "gaussian_kernel", "gaussian_propagator", "gaussian_log_z", "BETA_C",
+__all__ = ["momenta", "gaussian_kernel", "gaussian_propagator", "gaussian_log_z", "gaussian_samples",
+           "gaussian_ml_tied", "BETA_C",
            "kaufman_torus", "onsager_energy_per_link", "ising_enumeration"]

@@ -10,6 +10,9 @@ Exports:
     LearnResult                                  path, checkpoint, epochs, stats, learned, free_energy,
                                                  f_target, comparison, plots
     make_trainer_communicators(comm, replicas) -> Communicators   ConfigError if R does not divide the ranks
+    model_schema() -> {key: Spec}                the [model] keys (shared by trainers: learn, fit)
+    model_errors(model_section) -> [messages]    their cross-key checks
+    build_model(model_section, lattice, field) -> Model   random or file initial couplings
     write_model_couplings(path, model, comms, group="couplings")  every family of the model under
                                                  <group>/<family>: replica 0's ranks write hyperslabs
                                                  into the existing file, the other replicas wait
@@ -78,23 +81,10 @@ def build_optimizer(t: dict):
 
 
 def learn_schema() -> dict:
-    from qftml.config import ACTION, LATTICE, OUTPUT, SAMPLER, SEED_MAX, Spec
+    from qftml.config import ACTION, LATTICE, OUTPUT, SAMPLER, Spec
 
     sampler = {k: SAMPLER[k] for k in ("algorithm", "thermalize", "hits", "seed", "step", "start", "cluster",
                                         "cluster_every")}
-    model = {
-        "init": Spec("str", "random", choices=("random", "file"), help="random ranges or a couplings file"),
-        "couplings": Spec("str", "", help="HDF5 file with /couplings (init = 'file')"),
-        "w_range": Spec("list[float]", [0.5, 1.5]),
-        "a_range": Spec("list[float]", [1.0, 2.0]),
-        "b_range": Spec("list[float]", [0.1, 0.3]),
-        "r_range": Spec("list[float]", [0.0, 0.0]),
-        "learn": Spec("list[str]", ["w", "a", "b"], help="families that are trained"),
-        "tied": Spec("list[str]", [], help="learned families shared by every site/link"),
-        "extra": Spec("str", "", choices=("", "nnn"), help="extra links of S"),
-        "b_floor": Spec("float", 1e-3, min=0.0, help="project b >= b_floor after updates (0: off)"),
-        "seed": Spec("int", 1, min=0, max=SEED_MAX, help="seed of the random initial couplings"),
-    }
     training = dict(optimizer_schema())
     training.update({
         "epochs": Spec("int", 100, min=1),
@@ -113,11 +103,29 @@ def learn_schema() -> dict:
     })
     output = dict(OUTPUT)
     output["plots"] = Spec("bool", True, help="write <path stem>_couplings.png and _histograms.png")
-    return {"lattice": LATTICE, "sampler": sampler, "target": ACTION, "model": model, "training": training,
+    return {"lattice": LATTICE, "sampler": sampler, "target": ACTION, "model": model_schema(), "training": training,
             "output": output}
 
 
-def _model_errors(m: dict) -> list:
+def model_schema() -> dict:
+    from qftml.config import SEED_MAX, Spec
+
+    return {
+        "init": Spec("str", "random", choices=("random", "file"), help="random ranges or a couplings file"),
+        "couplings": Spec("str", "", help="HDF5 file with /couplings (init = 'file')"),
+        "w_range": Spec("list[float]", [0.5, 1.5]),
+        "a_range": Spec("list[float]", [1.0, 2.0]),
+        "b_range": Spec("list[float]", [0.1, 0.3]),
+        "r_range": Spec("list[float]", [0.0, 0.0]),
+        "learn": Spec("list[str]", ["w", "a", "b"], help="families that are trained"),
+        "tied": Spec("list[str]", [], help="learned families shared by every site/link"),
+        "extra": Spec("str", "", choices=("", "nnn"), help="extra links of S"),
+        "b_floor": Spec("float", 1e-3, min=0.0, help="project b >= b_floor after updates (0: off)"),
+        "seed": Spec("int", 1, min=0, max=SEED_MAX, help="seed of the random initial couplings"),
+    }
+
+
+def model_errors(m: dict) -> list:
     errors = []
     for key in ("w_range", "a_range", "b_range", "r_range"):
         if len(m[key]) != 2 or m[key][0] > m[key][1]:
@@ -139,7 +147,7 @@ def load_learn_config(path, overrides=(), comm=None) -> dict:
     from qftml.config import ConfigError, load_config
 
     cfg = load_config(path, learn_schema(), overrides, comm)
-    errors = _model_errors(cfg["model"])
+    errors = model_errors(cfg["model"])
     if not cfg["output"]["path"]:
         errors.append("output.path is empty (give the HDF5 file to write)")
     t = cfg["training"]
@@ -224,7 +232,6 @@ def free_energy_estimate(lat, couplings, cfg, comms, stream, extra_offsets=None)
 # ----------------------------------------------------------------------------- set-up
 def _build(cfg, comms):
     import qftml
-    from qftml import learning as L
     from qftml.config import ConfigError
     from qftml.ensemble_generation import build_action
 
@@ -235,7 +242,17 @@ def _build(cfg, comms):
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"[target]: {e}") from None
-    m = cfg["model"]
+    model = build_model(cfg["model"], lat, cfg["target"]["field"])
+    return lat, target, model
+
+
+def build_model(m: dict, lat, field: str):
+    """The Model of a validated [model] section (learn's keys) on `lat`: random or file couplings;
+    ConfigError for a couplings file that does not fit or a model that is not normalisable."""
+    import qftml
+    from qftml import learning as L
+    from qftml.config import ConfigError
+
     extra = [list(e) for e in qftml.engine.action.NNN_2D] if m["extra"] == "nnn" else []
     if m["init"] == "file":
         from qftml.io.couplings import read_couplings
@@ -256,11 +273,11 @@ def _build(cfg, comms):
         start = L.random_couplings(lat, m["seed"], ranges, extra)
     try:
         model = L.Model(lat, start, learn=m["learn"], tied=m["tied"], extra_offsets=extra,
-                        field=cfg["target"]["field"], b_floor=m["b_floor"])
+                        field=field, b_floor=m["b_floor"])
         model.action()
     except ValueError as e:
         raise ConfigError(f"[model]: {e}") from None
-    return lat, target, model
+    return model
 
 
 def _epoch_values(rec) -> dict:
@@ -481,6 +498,6 @@ def format_comparison(table) -> str:
 
 
 __all__ = ["learn_schema", "load_learn_config", "optimizer_schema", "build_optimizer", "run_learn", "LearnResult",
-           "learn_outputs",
-           "make_trainer_communicators", "write_model_couplings", "save_trainer", "resume_trainer",
+           "learn_outputs", "make_trainer_communicators", "write_model_couplings",
+           "model_schema", "model_errors", "build_model", "save_trainer", "resume_trainer",
            "trainer_physics", "free_energy_estimate", "compare_observables", "format_comparison", "HISTORY_GROUPS"]

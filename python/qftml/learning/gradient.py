@@ -20,9 +20,11 @@ numerical stability), which equals the single-chain covariance of the concatenat
 
 Exports:
     GradientEstimator(model, target, comms, fisher=False)   accumulate Cov_p(S - A, dS/dtheta)
-                                              (and the Fisher site / tied blocks) over samples
-    GradientResult                            grads, mean_s_minus_a, series, timings, n,
-                                              natural_grads(damping, mode) = G_block^-1 dF/dtheta
+                                              (and the Fisher site / tied blocks) over samples;
+                                              target None: only <dS/dtheta>_p and the Fisher blocks
+                                              (`qftml fit`, DESIGN 1.5)
+    GradientResult                            grads, means (<dS/dtheta>_p), mean_s_minus_a, series,
+                                              timings, n, natural_grads(damping, mode) = G_block^-1 g
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ class GradientResult:
     n: int                      # samples pooled over replicas
     series: np.ndarray          # this replica's S - A per configuration (global values)
     timings: dict = dc_field(default_factory=dict)
+    means: dict = dc_field(default_factory=dict)  # family -> <dS/dtheta>_p (0-d for tied: global sum)
     fisher_site: np.ndarray | None = None   # (local sites, k, k): Cov of the untied densities at a site
     fisher_tied: np.ndarray | None = None   # (k_t, k_t): Cov of the tied families' global sums
     site_families: list = dc_field(default_factory=list)   # [(family, number of columns)]
@@ -58,8 +61,8 @@ class GradientResult:
             out[fam] = float(np.sqrt(sq if g.ndim == 0 else comm.allreduce(sq)))
         return out
 
-    def natural_grads(self, damping: float = 1e-3, mode: str = "mean") -> dict:
-        """Gradients preconditioned with the block-diagonal Fisher metric.
+    def natural_grads(self, damping: float = 1e-3, mode: str = "mean", grads: dict | None = None) -> dict:
+        """Gradients (`grads`, default self.grads) preconditioned with the block-diagonal Fisher metric.
 
         The Hessian of F at its minimum is the Fisher metric G_ij = Cov_p(dS/dtheta_i, dS/dtheta_j).
         We keep its site blocks (all untied couplings living at site x: w[x, mu], g[x, l], a[x],
@@ -69,17 +72,18 @@ class GradientResult:
         """
         if self.fisher_site is None and self.fisher_tied is None:
             raise ValueError("natural gradients need GradientEstimator(..., fisher=True)")
-        out = dict(self.grads)
+        grads = self.grads if grads is None else grads
+        out = dict(grads)
         if self.site_families:
-            g = np.concatenate([self.grads[f].reshape(self.fisher_site.shape[0], -1) for f, _ in self.site_families],
+            g = np.concatenate([grads[f].reshape(self.fisher_site.shape[0], -1) for f, _ in self.site_families],
                                axis=1)
             out_site = _damped_solve(self.fisher_site, g, damping, mode)
             col = 0
             for fam, k in self.site_families:
-                out[fam] = out_site[:, col:col + k].reshape(self.grads[fam].shape)
+                out[fam] = out_site[:, col:col + k].reshape(grads[fam].shape)
                 col += k
         if self.tied_families:
-            g = np.array([float(self.grads[f]) for f in self.tied_families])
+            g = np.array([float(grads[f]) for f in self.tied_families])
             sol = _damped_solve(self.fisher_tied[None], g[None], damping, mode)[0]
             for i, fam in enumerate(self.tied_families):
                 out[fam] = np.array(sol[i])
@@ -113,7 +117,7 @@ class GradientEstimator:
     With `fisher` the site blocks of Cov_p(dS/dtheta) are accumulated too (natural gradients).
     """
 
-    def __init__(self, model: Model, target: Action, comms: Communicators, batch_bytes: int = 64 << 20,
+    def __init__(self, model: Model, target: Action | None, comms: Communicators, batch_bytes: int = 64 << 20,
                  fisher: bool = False):
         self.model, self.target, self.comms, self.fisher = model, target, comms, fisher
         self.domain = model.lattice.comm
@@ -131,6 +135,9 @@ class GradientEstimator:
                               for fam, tied, shape, *_ in self.columns if not tied]
         self.n_sites = model.lattice.local_volume
         self.batch = max(1, min(1024, batch_bytes // (8 * max(self.width, 1))))
+        if target is None:  # no target: S - A := 0, only the means and the Fisher blocks are wanted
+            self.target_couplings, self.reuse_densities = None, True
+            return
         self.target_couplings = {k: np.asarray(v) for k, v in target.couplings().items()}
         # (links of A that S lacks, e.g. nnn diagonals, read corner ghosts: the engine refreshes
         # them itself when A is evaluated on a field sampled with face-only exchanges)
@@ -177,6 +184,10 @@ class GradientEstimator:
         local value of S - A. The one place where the engine's fused pass (fill a preallocated row,
         return the local action value) replaces the five density arrays of gradient_densities."""
         dens = self.action_s.gradient_densities(field)
+        if self.target is None:
+            for fam, tied, _, lo, hi in self.columns:
+                row[lo:hi] = dens[fam].sum() if tied else dens[fam].ravel()
+            return 0.0
         s_loc = self._local_value(self.s_couplings, dens)
         a_dens = dens if self.reuse_densities else self.target.gradient_densities(field)
         a_loc = self._local_value(self.target_couplings, a_dens)
@@ -236,13 +247,14 @@ class GradientEstimator:
         mean_d = sum_d / n
         mean_row = sum_row / n
         cov = sum_d_row / n - mean_d * mean_row
-        grads = {}
+        grads, means = {}, {}
         for fam, tied, shape, lo, hi in self.columns:
             grads[fam] = np.array(cov[lo]) if tied else cov[lo:hi].reshape(shape)
+            means[fam] = np.array(mean_row[lo]) if tied else mean_row[lo:hi].reshape(shape)
         result = GradientResult(grads=grads, mean_s_minus_a=mean_d + self.shift,
                                 var_s_minus_a=max(sum_d2 / n - mean_d * mean_d, 0.0), n=n,
                                 series=np.asarray(self.series),
-                                timings={"gradient": self.t_grad, "communication": self.t_comm},
+                                timings={"gradient": self.t_grad, "communication": self.t_comm}, means=means,
                                 site_families=list(self.site_families), tied_families=list(self.tied_families))
         if self.fisher:
             off = 2 * w + 3
