@@ -351,3 +351,72 @@ def test_every_bad_input_exits_2_on_every_rank_and_writes_nothing(tmp_path_facto
             assert message in err, (case, err)
         world.Barrier()
         assert not os.path.exists(out) and not os.path.exists(out + ".ckpt"), case
+
+
+def test_images_are_read_with_the_stated_scaling_and_noisy_copies_do_not_depend_on_the_grid(tmp_path):
+    from PIL import Image
+
+    from qftml.io.datasets import DataIndex, image_to_field, load_shard
+
+    grey = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
+    Image.fromarray(grey, mode="L").save(tmp_path / "img.png")
+    Image.fromarray(np.stack([grey] * 3, axis=-1), mode="RGB").save(tmp_path / "img.jpg", quality=100)
+    phi = image_to_field(tmp_path / "img.png", (8, 8), scale=2.0)
+    np.testing.assert_array_equal(phi, 2.0 * (2 * grey.astype(float) / 255.0 - 1))        # black -2, white +2; row 0 on top
+    assert np.max(np.abs(image_to_field(tmp_path / "img.jpg", (8, 8)) - phi / 2)) < 0.05   # lossy JPEG
+    assert image_to_field(tmp_path / "img.png", (16, 16), resize=True).shape == (16, 16)
+    cfg = {"image_scale": 1.0, "image_resize": False, "image_noise": 0.5}
+    index = DataIndex(shape=(8, 8), sources=[{"path": str(tmp_path / "img.png"), "kind": "image", "rows": 3,
+                                              "start": 0, "field": "real"}], n=3)
+    whole = load_shard(index, [0, 1, 2], qftml.Lattice((8, 8), comm=MPI.COMM_SELF), cfg, seed=4)
+    assert abs(np.std(whole - phi / 2) - 0.5) < 0.1 and np.ptp(whole[0] - whole[1]) > 0
+    from qftml.engine import rng
+    from qftml.learning.model import global_site_index
+    lat = qftml.Lattice((8, 8), comm=MPI.COMM_SELF)
+    np.testing.assert_array_equal(whole[2], phi / 2 + 0.5 * rng.normal(4, "fit_noise", global_site_index(lat), 2))
+
+
+@pytest.mark.mpi
+def test_image_copies_and_ensemble_rows_are_the_same_blocks_on_every_grid(tmp_path_factory):
+    from PIL import Image
+
+    from qftml.io.datasets import inspect_data, load_shard
+    from qftml.learning.trainer import gather_global
+
+    world = MPI.COMM_WORLD
+    d = _shared_dir(world, tmp_path_factory)
+    if world.rank == 0:
+        Image.fromarray((np.arange(64, dtype=np.uint8).reshape(8, 8) * 4), mode="L").save(f"{d}/img.png")
+        np.save(f"{d}/x.npy", exact.gaussian_samples(SHAPE, WD, AD, 5, 1))
+    world.Barrier()
+    cfg = {"files": [f"{d}/x.npy", f"{d}/img.png"], "skip": 0, "limit": 0, "image_scale": 1.0,
+           "image_resize": False, "image_copies": 3, "image_noise": 0.3}
+    index = inspect_data(cfg, SHAPE, "real", world)
+    assert index.n == 8
+    rows = [1, 4, 5, 7]
+    ref = load_shard(index, rows, qftml.Lattice(SHAPE, comm=MPI.COMM_SELF), cfg, seed=2)
+    for grid in [None] + ([[1, world.size]] if world.size > 1 else []):
+        lat = qftml.Lattice(SHAPE, comm=world, grid=grid)
+        block = load_shard(index, rows, lat, cfg, seed=2)
+        for j in range(len(rows)):
+            got = gather_global(lat, block[j])
+            if world.rank == 0:
+                np.testing.assert_array_equal(got, ref[j])
+    world.Barrier()
+
+
+def test_mini_batches_and_contrastive_divergence():
+    x, data = _gaussian_data(n=64, n_hold=8)
+    tr = _trainer(MPI.COMM_SELF, data, samples=20, batch=16)
+    d0, d1 = tr.data_term(0), tr.data_term(1)
+    from qftml.engine import rng
+    for e, d in ((0, d0), (1, d1)):
+        sel = rng.uniform(3, "fit_batch", np.arange(64, dtype=np.uint64), e, 0) < 16 / 64
+        assert d.n == sel.sum() > 0
+        assert float(d.means["a"]) == pytest.approx((x[:64][sel] ** 2).sum(axis=(1, 2)).mean(), rel=1e-12)
+    assert d0.n != d1.n or float(d0.means["a"]) != float(d1.means["a"])
+    cd = _trainer(MPI.COMM_SELF, data, samples=10, method="cd", cd_k=2, training={"lr": 1e-3})
+    rec = cd.run_epoch()
+    assert cd.chain.next_row == 10 and cd.chain.sweeps == 20 and np.isfinite(rec.residual).all()
+    cd.run_epoch()
+    assert cd.chain.next_row == 20

@@ -59,7 +59,7 @@ def normalisable_action(model: Model, epoch: int) -> Action:
         return model.action()
     except ValueError as e:
         raise ValueError(f"epoch {epoch}: the learned couplings left the normalisable region ({e}); "
-                         "lower training.lr or set training.b_floor > 0") from None
+                         "lower training.lr, set training.max_step > 0 or model.b_floor > 0") from None
 
 
 def update_couplings(model: Model, optimizer, grads: dict, max_step: float = 0.0):
