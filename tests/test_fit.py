@@ -362,7 +362,7 @@ def test_images_are_read_with_the_stated_scaling_and_noisy_copies_do_not_depend_
     Image.fromarray(grey, mode="L").save(tmp_path / "img.png")
     Image.fromarray(np.stack([grey] * 3, axis=-1), mode="RGB").save(tmp_path / "img.jpg", quality=100)
     phi = image_to_field(tmp_path / "img.png", (8, 8), scale=2.0)
-    np.testing.assert_array_equal(phi, 2.0 * (2 * grey.astype(float) / 255.0 - 1))        # black -2, white +2; row 0 on top
+    np.testing.assert_array_equal(phi, 2.0 * (2 * grey.astype(float) / 255.0 - 1))   # black -2, white +2
     assert np.max(np.abs(image_to_field(tmp_path / "img.jpg", (8, 8)) - phi / 2)) < 0.05   # lossy JPEG
     assert image_to_field(tmp_path / "img.png", (16, 16), resize=True).shape == (16, 16)
     cfg = {"image_scale": 1.0, "image_resize": False, "image_noise": 0.5}
