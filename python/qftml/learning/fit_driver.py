@@ -202,6 +202,9 @@ def run_fit(cfg, replicas=None, resume=False, quiet=False, comm=None) -> FitResu
     result = FitResult(path=path, checkpoint=ckpt, epochs=0, stats={}, n_train=trainer.n_train, n_holdout=n_hold)
     if resume:
         resume_trainer(ckpt, trainer, comms, physics)
+        if trainer.epoch >= t["epochs"]:
+            raise ConfigError(f"--resume: the checkpoint is at epoch {trainer.epoch}, training.epochs = "
+                              f"{t['epochs']}: nothing to do (raise training.epochs to continue)")
         if not history.exists():
             raise ConfigError(f"--resume: output file {path} is missing")
         history.truncate(trainer.epoch)
