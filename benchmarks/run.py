@@ -17,7 +17,8 @@ Steps (all in one run, so every number comes from the same machine state):
   5. engine_worker.py under `mpiexec -n 2`: the same lattices on 2 ranks (per-core rate; the
      alternating numba blocks run on both ranks at once, each on its rank's block, so both codes
      see two busy cores), weak scaling (2L x L on 2 ranks against L x L on 1), halo timers.
-  6. every benchmarks/bench_*.py of the other areas, each as a standalone script (bench_cluster.py:
+  6. every benchmarks/bench_*.py of the other areas (bench_fit.py: `qftml fit` epochs at 64^2 with
+     10^4 data configurations), each as a standalone script (bench_cluster.py:
      critical slowing down, cluster updates against a numba Wolff reference, ~30 min).
 Rates are site updates per second per core, medians over repeats, by wall clock and by process
 CPU time (the second is what to compare on a machine shared with other jobs; the load average

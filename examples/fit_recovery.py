@@ -1,6 +1,6 @@
 """Example 1 of docs/fitting.md: recovery of known couplings theta* from data made by `qftml sample`.
 
-    python examples/fit_recovery.py [--out out/fit_recovery] [--ranks 2] [--n 4000]
+    python examples/fit_recovery.py [--out out/fit_recovery] [--ranks 2] [--n 3000]
 
 (A) homogeneous: the seed's target (kappa = 1, mu2 = -0.9515, lam = 0.7: w* = 1, a* = 1.52425,
     b* = 0.175) on 16^2, sampled with Metropolis + Swendsen-Wang; `fit` learns tied w, a, b from a
@@ -152,7 +152,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="out/fit_recovery")
     ap.add_argument("--ranks", type=int, default=2)
-    ap.add_argument("--n", type=int, default=4000, help="data configurations per case (20% held out)")
+    ap.add_argument("--n", type=int, default=3000, help="data configurations per case (20% held out)")
     ap.add_argument("--only", choices=("homogeneous", "inhomogeneous"), default=None)
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
