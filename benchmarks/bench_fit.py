@@ -36,12 +36,11 @@ mu2 = -0.9515
 lam = 0.7
 [sampler]
 algorithm = "metropolis"
-hits = 2
-thermalize = 500
+hits = 1
+thermalize = 200
 sweeps = {n}
 every = 1
 seed = 4
-cluster = "swendsen-wang"
 checkpoint_every = 0
 [output]
 path = "{path}"

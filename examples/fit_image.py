@@ -45,9 +45,11 @@ def main():
         cfg = json.loads(f.attrs["config"])
         sigma = cfg["data"]["image_noise"]
         a, r, w, b = (f[f"couplings/{k}"][()] for k in ("a", "r", "w", "b"))
+        learned = json.loads(f.attrs["config"])["model"]["learn"]
         data_mean, model_mean = f["data/mean_phi"][()], f["model/mean_phi"][()]
         lik = {k: f[f"likelihood/{k}"][()] for k in f["likelihood"]}
-        cr_a, cr_r, cr_w = (f[f"fisher/cramer_rao/{k}"][()] for k in ("a", "r", "w"))
+        cr = {k: f[f"fisher/cramer_rao/{k}"][()] for k in learned if f"fisher/cramer_rao/{k}" in f}
+        cr_a, cr_r, cr_w = cr["a"], cr["r"], cr.get("w", np.full(1, np.nan))
     a_exact = 1 / (2 * sigma ** 2)
     res = {"w_mean": float(w.mean()), "w_std": float(w.std()), "w_cr_mean": float(cr_w.mean()),
            "b_mean": float(b.mean()), "b_max": float(b.max()),
