@@ -3,7 +3,8 @@
 Exports:
     fit_schema() -> {section: {key: Spec}}       [lattice] [sampler] [model] [data] [training] [output]
     load_fit_config(path, overrides=(), comm=None) -> cfg   validated, every rank agrees
-    run_fit(cfg, replicas=None, resume=False, quiet=False, comm=None) -> FitResult
+    run_fit(cfg, replicas=None, resume=False, quiet=False, comm=None) -> FitResult   (failure_policy)
+    fit_outputs(cfg) -> [file]                   what it writes (checked by config.check_outputs first)
     FitResult                                    path, checkpoint, epochs, stats, learned, likelihood
                                                  (the last estimate), n_train, n_holdout, cramer_rao, plots
     HISTORY_GROUPS                               per-epoch /history, sparse /likelihood
@@ -52,7 +53,8 @@ def fit_schema() -> dict:
     training = dict(optimizer_schema())
     training.update({
         "epochs": Spec("int", 100, min=1),
-        "samples": Spec("int", 100, min=2, help="model configurations per epoch (per replica)"),
+        "samples": Spec("int", 100, min=5, help="model configurations per epoch (per replica; the Gamma method "
+                                               "needs >= 5)"),
         "sweeps_between": Spec("int", 2, min=1),
         "thermalize_after_update": Spec("int", 5, min=0),
         "replicas": Spec("int", 1, min=1, help="independent chains; they split the data configurations"),
@@ -169,12 +171,30 @@ def _ti_keys(cfg):
 
 
 # ----------------------------------------------------------------------------- the run
+def fit_outputs(cfg) -> list:
+    """The files `qftml fit` writes: output.path, its checkpoint, the plots (output.plots)."""
+    from qftml.io.checkpoints import checkpoint_path
+
+    path = cfg["output"]["path"]
+    plots = [f"{os.path.splitext(path)[0]}_{p}.png" for p in ("couplings", "residuals", "recovery", "images")]
+    return [path, checkpoint_path(path)] + (plots if cfg["output"]["plots"] else [])
+
+
 def run_fit(cfg, replicas=None, resume=False, quiet=False, comm=None) -> FitResult:
+    """The whole `qftml fit` run (collective, under collective.failure_policy): every check (config,
+    model, data, outputs) before anything is written."""
     from mpi4py import MPI
 
+    from qftml.collective import failure_policy
+
+    comm = MPI.COMM_WORLD if comm is None else comm
+    with failure_policy(comm):
+        return _run_fit(cfg, replicas, resume, quiet, comm)
+
+
+def _run_fit(cfg, replicas, resume, quiet, comm) -> FitResult:
     import qftml
-    from qftml.collective import on_root
-    from qftml.config import ConfigError, check_cluster
+    from qftml.config import ConfigError, check_cluster, check_outputs
     from qftml.io.checkpoints import checkpoint_path
     from qftml.io.history import History
     from qftml.learning.driver import (build_model, build_optimizer, make_trainer_communicators, resume_trainer,
@@ -182,7 +202,6 @@ def run_fit(cfg, replicas=None, resume=False, quiet=False, comm=None) -> FitResu
     from qftml.learning.fit_trainer import FitTrainer
     from qftml.progress import Progress
 
-    comm = MPI.COMM_WORLD if comm is None else comm
     t, s, out = cfg["training"], cfg["sampler"], cfg["output"]
     comms = make_trainer_communicators(comm, t["replicas"] if replicas is None else replicas)
     lat = qftml.Lattice(cfg["lattice"]["shape"], comm=comms.domain, grid=cfg["lattice"]["grid"] or None)
@@ -200,16 +219,16 @@ def run_fit(cfg, replicas=None, resume=False, quiet=False, comm=None) -> FitResu
     history = History(path, comm, **HISTORY_GROUPS)
     n_hold = comm.allreduce(len(data["holdout"][0]) if lat.comm.rank == 0 else 0)
     result = FitResult(path=path, checkpoint=ckpt, epochs=0, stats={}, n_train=trainer.n_train, n_holdout=n_hold)
+    # the one output rule, before anything is written; --resume continues (and replaces) its own files
+    required = [(ckpt, "checkpoint"), (path, "output file")] if resume else ()
+    check_outputs(fit_outputs(cfg), out["overwrite"] or resume, comm, require=required)
     if resume:
         resume_trainer(ckpt, trainer, comms, physics)
         if trainer.epoch >= t["epochs"]:
             raise ConfigError(f"--resume: the checkpoint is at epoch {trainer.epoch}, training.epochs = "
                               f"{t['epochs']}: nothing to do (raise training.epochs to continue)")
-        if not history.exists():
-            raise ConfigError(f"--resume: output file {path} is missing")
         history.truncate(trainer.epoch)
     else:
-        on_root(comm, lambda: _check_output_dir(path), ConfigError)
         history.create({"config": json.dumps(cfg), "version": qftml.__version__, "ranks": comm.size,
                         "replicas": comms.replicas, "grid": list(lat.grid), "shape": list(lat.shape),
                         "command": "fit", "data_sources": json.dumps(index.sources), "n_train": trainer.n_train,
@@ -251,14 +270,6 @@ def run_fit(cfg, replicas=None, resume=False, quiet=False, comm=None) -> FitResu
         result.plots = plot_fit(path, os.path.splitext(path)[0])
     comm.Barrier()
     return result
-
-
-def _check_output_dir(path):
-    from qftml.config import ConfigError
-
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ConfigError(f"output.path = {path!r}: the directory {directory} does not exist")
 
 
 def _format_ll(row) -> str:
@@ -337,4 +348,4 @@ def _write_extras(path, trainer, rec, comms, n_samples):
     return tied
 
 
-__all__ = ["fit_schema", "load_fit_config", "run_fit", "FitResult", "HISTORY_GROUPS"]
+__all__ = ["fit_schema", "load_fit_config", "run_fit", "fit_outputs", "FitResult", "HISTORY_GROUPS"]
