@@ -288,7 +288,8 @@ class FitTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_contents(self):
-        return (self.chain.field, {"epoch": self.epoch}, self.chain.state(),
+        # "shift": the field of learn's trainer state that resume_trainer checks (fit has no shift)
+        return (self.chain.field, {"epoch": self.epoch, "shift": 0.0}, self.chain.state(),
                 model_arrays(self.model, self.optimizer))
 
     def restore(self, ckpt) -> None:
