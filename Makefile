@@ -7,7 +7,7 @@ MPIEXEC := $(BIN)/mpiexec
 # One MPI run may not outlive this (seconds): a failing rank cannot hang the suite.
 MPI_TIMEOUT ?= 900
 DEPS := mpich "mpi4py>=4.0" numpy h5py pyerrors tqdm matplotlib scipy pybind11 "scikit-build-core>=0.10" \
-        pytest pytest-mpi pytest-timeout numba ruff
+        pytest pytest-mpi pytest-timeout numba ruff mpmath scikit-learn
 CPP_SOURCES := $(shell find cpp -name '*.cpp' -o -name '*.hpp')
 
 .PHONY: all setup build demo lint test test-serial bench clean

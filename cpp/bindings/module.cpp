@@ -337,4 +337,5 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("alpha"), py::arg("beta"), py::arg("j"), py::arg("n"), py::arg("seed") = 0,
       "n steps of the heatbath's 1D update for exp(-alpha x^2 - beta x^4 + j x): (samples, acceptance)");
+  { void qftml_register_network(py::module_&); qftml_register_network(m); }  // network_bindings.cpp
 }

@@ -43,6 +43,8 @@ PURPOSES = {
     "network_chain": 121,     # persistent chains of the networks
     "network_batch": 122,     # mini-batch order
     "ais": 123,               # annealed importance sampling
+    "network_sample": 124,    # phi^4 networks: model samples (estimator.sample, plots, stacks)
+    "network_split": 125,     # phi^4 networks: the held-out split of the data
     "direct_chain": 130,      # direct ensembles of `qftml irg` (per size)
 }
 
