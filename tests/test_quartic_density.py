@@ -64,7 +64,8 @@ def test_integral_broadcasts_units_and_marks_unnormalisable():
     assert np.isnan(x[:, 2:]).all() and np.isfinite(x[:, :2]).all()
     # d ln Z / d j = <x>: a central difference of the integral (independent of the moment sums)
     h = 1e-5
-    lp, lm = quartic.integral(alpha[:2], beta[:2], j[:, :2] + h)[0], quartic.integral(alpha[:2], beta[:2], j[:, :2] - h)[0]
+    lp = quartic.integral(alpha[:2], beta[:2], j[:, :2] + h)[0]
+    lm = quartic.integral(alpha[:2], beta[:2], j[:, :2] - h)[0]
     assert np.allclose((lp - lm) / (2 * h), m1[:, :2], rtol=0, atol=1e-8)
 
 
