@@ -18,6 +18,7 @@ Exports:
                                       id1, id2 < 2^32)
     words(seed, name, index, c2=0, c3=0) -> uint32 (n, 4)
     uniform(seed, name, index, c2=0, c3=0) -> float64 in [0, 1), 52 random bits (words 0, 1)
+    uniform_range(seed, name, index0, n, c2=0, c3=0)   the same at the indices index0 .. index0 + n - 1
     normal(seed, name, index, c2=0, c3=0) -> standard normals (Box-Muller on words 0, 1)
 """
 from __future__ import annotations
@@ -85,6 +86,12 @@ def uniform(seed: int, name: str, index, c2: int = 0, c3: int = 0) -> np.ndarray
     index = np.asarray(index, dtype=np.uint64)
     return _core.philox_uniform(_seed(seed), purpose(name), index.ravel(), int(c2) & 0xFFFFFFFF,
                                 int(c3) & 0xFFFFFFFF).reshape(index.shape)
+
+
+def uniform_range(seed: int, name: str, index0: int, n: int, c2: int = 0, c3: int = 0) -> np.ndarray:
+    """uniform(seed, name, index0 + arange(n), c2, c3) without building the index array twice."""
+    index = np.arange(index0, index0 + n, dtype=np.uint64)
+    return _core.philox_uniform(seed, PURPOSES[name], index, int(c2) & 0xFFFFFFFF, int(c3) & 0xFFFFFFFF)
 
 
 def normal(seed: int, name: str, index, c2: int = 0, c3: int = 0) -> np.ndarray:

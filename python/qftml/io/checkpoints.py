@@ -9,6 +9,8 @@ Exports:
     write_trainer_checkpoint(path, comms, field, state, replica_state, arrays, write_path=None)
                                        a trainer (R replicas x domains); collective over comms.world
     read_trainer_checkpoint(path, comms, lattice) -> TrainerCheckpoint(field, state, replica_state, arrays)
+    write_network_checkpoint(path, comm, state, arrays)   a phi^4 network trainer (small global arrays)
+    read_network_checkpoint(path, comm=None) -> (state, arrays)   on every rank
     physics_hash(physics) -> str       sha256 of the canonical JSON of the physics description
     physics_differences(old, new) -> list[str]   "key: checkpoint X, config Y" for every difference
     check_state(path, state, counts=(), positive=(), finite=())   CheckpointError unless state[k] is an
@@ -47,8 +49,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qftml.io.ensembles import (BlockFile, EnsembleFileError, _collective, _decode, _h5open, choose_write_path,
-                                fsync_path)
+from qftml.io.ensembles import (BlockFile, EnsembleFileError, _collective, _decode, _encode, _h5open,
+                                choose_write_path, fsync_path)
 
 CHECKPOINT_FORMAT = "qftml-checkpoint"
 
@@ -296,3 +298,46 @@ def _read_trainer(path, comms, lattice) -> TrainerCheckpoint:
             raise CheckpointError(f"{path}: damaged checkpoint (attribute replica_states is not one dict per replica)")
         replica_state = replicas[comms.replica]
         return TrainerCheckpoint(field=field, state=state, replica_state=replica_state, arrays=arrays)
+
+
+# ----------------------------------------------------------------------------- networks
+def write_network_checkpoint(path, comm, state: dict, arrays: dict) -> None:
+    """Collective. A phi^4 network trainer (kind "network"): `arrays` are global (the same on every
+    rank: weights, optimiser moments, all chains gathered), small; rank 0 writes /arrays/<name>
+    and the attributes (state with its `physics`), atomically like every checkpoint."""
+    tmp = str(path) + ".tmp"
+    if comm is None or comm.rank == 0:
+        with _h5open(tmp, "w") as f:
+            scalars = {}
+            for name, v in arrays.items():
+                if np.ndim(v) == 0:
+                    scalars[name] = _plain(np.asarray(v))
+                else:
+                    f.create_dataset(f"arrays/{name}", data=np.asarray(v))
+            attrs = _attrs(state, "network")
+            attrs["scalars"] = scalars
+            for k, v in attrs.items():
+                f.attrs[k] = _encode(v)
+    if comm is None:
+        fsync_path(tmp)
+        os.replace(tmp, path)
+        return
+    _replace_atomically(tmp, path, comm)
+
+
+def read_network_checkpoint(path, comm=None):
+    """(state, {name: array}) of a network checkpoint on every rank (rank 0 reads, broadcasts);
+    CheckpointError with a clear message otherwise."""
+    from qftml.collective import on_root
+
+    def read():
+        with _open_checkpoint(path, "network") as (f, state):
+            scalars = state.pop("scalars", {})
+            arrays = {k: np.asarray(v) for k, v in scalars.items()}
+            if "arrays" in f:
+                names = []
+                f["arrays"].visit(lambda n: names.append(n) if hasattr(f["arrays"][n], "shape") else None)
+                arrays.update({n: np.asarray(f[f"arrays/{n}"]) for n in names})
+            return state, arrays
+
+    return on_root(comm, read, CheckpointError)
