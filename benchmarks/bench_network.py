@@ -1,3 +1,4 @@
+# bench-timeout: 2400   (benchmarks/run.py: AIS with 500 chains x 10^4 steps per model needs more than --other-timeout)
 """phi^4 networks against scikit-learn's BernoulliRBM, and what the rest of the family does on digits.
 
     OPENBLAS_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/bench_network.py [--quick]
