@@ -7,7 +7,7 @@ Exports:
                                                      layers (the single [network] table if no [[layers]])
     prepare(cfg, comm) -> Prepared(train, test, kinds)   data loaded and checked against every layer
     run_network(cfg, resume=False, quiet=False, comm=None) -> NetworkResult
-    build_optimizer(cfg["training"])                 (qftml.learning.driver.build_optimizer)
+    network_outputs(cfg) -> [file]                   what it writes (checked by config.check_outputs first)
 Layer k trains on layer k-1's hidden conditional means (propagate = "mean"), or on exact samples
 of them ("sample"; "auto": samples when layer k has bernoulli visible units).
 
@@ -63,7 +63,7 @@ def network_schema() -> dict:
         "method": Spec("str", "pcd", choices=("pcd", "cd")),
         "k": Spec("int", 1, min=1, help="Gibbs sweeps per step"),
         "chains": Spec("int", 100, min=1, help="persistent chains (pcd)"),
-        "seed": Spec("int", 0, min=0),
+        "seed": Spec("int", 0, min=0, max=2 ** 64 - 1),
         "init_scale": Spec("float", 0.01, min=0.0, help="initial w ~ init_scale N(0, 1)"),
         "l2": Spec("float", 0.0, min=0.0, help="weight decay on w"),
         "learn": Spec("list[str]", [], help="trained couplings (empty: all), e.g. ['w', 'v_lin', 'h_lin']"),
@@ -189,6 +189,17 @@ class NetworkResult:
     stopped: str = ""
     plots: list = field(default_factory=list)
     checkpoint: str = ""
+
+
+def network_outputs(cfg) -> list:
+    """The files `qftml network` writes: output.path, its checkpoint, the plots (output.plots)."""
+    from qftml.io.checkpoints import checkpoint_path
+    from qftml.io.json_output import output_stem
+
+    path = cfg["output"]["path"]
+    stem = output_stem(path)
+    plots = [f"{stem}_{p}.png" for p in ("receptive_fields", "samples", "likelihood")]
+    return [path, checkpoint_path(path)] + (plots if cfg["output"]["plots"] else [])
 
 
 def _physics(cfg):

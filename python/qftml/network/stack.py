@@ -152,9 +152,14 @@ def train_stack(cfg, resume=False, quiet=False, comm=None) -> D.NetworkResult:
     from qftml.io.history import History
     from qftml.network.training import NetworkStop
 
+    from qftml.config import check_outputs
+
     prep = D.prepare(cfg, comm)
     path = cfg["output"]["path"]
     ckpt = checkpoint_path(path)
+    # the one output rule, before anything is written; --resume continues (and replaces) its own files
+    required = [(ckpt, "checkpoint"), (path, "output file")] if resume else ()
+    check_outputs(D.network_outputs(cfg), cfg["output"]["overwrite"] or resume, comm, require=required)
     start, done, cur = 0, [], None
     if resume:
         start, done, cur = _restore(ckpt, comm, cfg)
