@@ -20,13 +20,15 @@ import json
 import os
 import time
 
-import numpy as np
-from mpi4py import MPI
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # threaded BLAS in the reweighted sums: ~10x slower when loaded
 
-import qftml
-from qftml.plots import save_figure
-from qftml.stats import finite_size as fs
-from qftml.stats.errors import format_value, tau_int
+import numpy as np  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+
+import qftml  # noqa: E402
+from qftml.plots import save_figure  # noqa: E402
+from qftml.stats import finite_size as fs  # noqa: E402
+from qftml.stats.errors import format_value, tau_int  # noqa: E402
 
 U_ISING = 0.61069  # Binder cumulant of the 2D Ising model at criticality, periodic square lattices
 
