@@ -10,7 +10,7 @@ DEPS := mpich "mpi4py>=4.0" numpy h5py pyerrors tqdm matplotlib scipy pybind11 "
         pytest pytest-mpi pytest-timeout numba ruff mpmath scikit-learn
 CPP_SOURCES := $(shell find cpp -name '*.cpp' -o -name '*.hpp')
 
-.PHONY: all setup build demo lint test test-serial bench clean
+.PHONY: all setup build demo lint test test-serial test-site-mpi site-mpi bench clean
 
 all: build
 
@@ -41,8 +41,28 @@ test: lint build
 test-serial: build
 	$(BIN)/python -m pytest --with-mpi -q tests
 
+# The cluster user's stack (README "Building against a site MPI"): Debian's MPICH and parallel HDF5
+# (root: .ci/install-system-packages), mpi4py and h5py (HDF5_MPI=ON) from source, qftml with MPI_HOME,
+# in $(SITE_VENV); then the ensemble, checkpoint, restart and fault tests on the collective mpio
+# write path, serially and under mpiexec -n 2 and -n 4 (QFTML_REQUIRE_MPIO: a skip would be an error).
+SITE_VENV := .venv-site
+SITE_TIMEOUT ?= 600
+SITE_TESTS := tests/test_ensemble_io.py tests/test_checkpoint.py tests/test_sample_command.py \
+              $(wildcard tests/test_faults_files.py)
+
+$(SITE_VENV)/.stamp-site: README.md pyproject.toml CMakeLists.txt $(CPP_SOURCES) .ci/site-mpi-build
+	PYTHON=$(PYTHON) .ci/site-mpi-build $(SITE_VENV)
+	$(SITE_VENV)/bin/pip install -q --disable-pip-version-check pytest pytest-mpi pytest-timeout
+	touch $@
+
+site-mpi: $(SITE_VENV)/.stamp-site
+
+test-site-mpi: site-mpi
+	QFTML_REQUIRE_MPIO=1 $(SITE_VENV)/bin/python tests/run_all.py --label site-mpi --timeout $(SITE_TIMEOUT) \
+	    $(SITE_TESTS)
+
 bench: build
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf build $(VENV) python/qftml/_core*.so
+	rm -rf build $(VENV) $(SITE_VENV) python/qftml/_core*.so

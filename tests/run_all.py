@@ -2,7 +2,7 @@
 
 Every MPI run has a timeout (a failing rank cannot hang the suite) and is killed with its
 process group afterwards, so no rank outlives the run. The last line is the combined count:
-    qftml: P passed, F failed, S skipped
+    qftml: P passed, F failed, S skipped      (--label replaces "qftml")
 """
 import argparse
 import os
@@ -52,6 +52,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--timeout", type=int, default=900, help="seconds per run")
     ap.add_argument("--ranks", default="2,4", help="MPI sizes to run the mpi tests with")
+    ap.add_argument("--label", default="qftml", help="the word before the summary line's counts")
     ap.add_argument("pytest_args", nargs="*")
     args = ap.parse_args()
     total = {"passed": 0, "failed": 0, "skipped": 0}
@@ -72,7 +73,7 @@ def main():
         for k in total:
             total[k] += c[k]
         env_ok = env_ok and code in (0, 5)
-    print(f"qftml: {total['passed']} passed, {total['failed']} failed, {total['skipped']} skipped", flush=True)
+    print(f"{args.label}: {total['passed']} passed, {total['failed']} failed, {total['skipped']} skipped", flush=True)
     sys.exit(0 if env_ok and total["failed"] == 0 and total["passed"] > 0 else 1)
 
 

@@ -16,6 +16,8 @@ from qftml.io.checkpoints import (CheckpointError, checkpoint_path, physics_diff
                                   write_trainer_checkpoint)
 from qftml.learning.model import global_site_index
 
+# both write paths; "mpio" (collective MPI-IO) needs h5py with MPI (marker mpio, tests/conftest.py)
+WRITE_PATHS = pytest.mark.parametrize("write_path", ["rank0-blocks", pytest.param("mpio", marks=pytest.mark.mpio)])
 PHYSICS = {"lattice": {"shape": [8, 8]}, "action": {"kappa": 0.3, "field": "real"}, "sampler": {"seed": 4}}
 
 
@@ -30,15 +32,16 @@ def _chain(comm, grid=None):
     return lat, act, qftml.Sampler(act, seed=4)
 
 
+@WRITE_PATHS
 @pytest.mark.mpi
-def test_resume_on_another_grid_and_rank_count_is_bitwise(comm, tmp_path_factory):
+def test_resume_on_another_grid_and_rank_count_is_bitwise(comm, tmp_path_factory, write_path):
     """Checkpoint after 7 sweeps on this comm; continue 5 sweeps on a transposed grid and on one
     rank: the same configuration as 12 uninterrupted sweeps."""
     path = os.path.join(shared_dir(comm, tmp_path_factory), "c.ckpt")
     lat, act, s = _chain(comm)
     s.sweep(7)
     write_checkpoint(path, s.field, {"physics": PHYSICS, "sweep_index": s.sweep_index, "step": s.step,
-                                     "n_records": 0})
+                                     "n_records": 0}, write_path=write_path)
     assert not os.path.exists(path + ".tmp")
     s.sweep(5)
     reference = s.field.gather(0)
@@ -136,15 +139,16 @@ def _check_read(ck, comms, lat):
     assert int(ck.arrays["optimizer/t"]) == 7
 
 
+@WRITE_PATHS
 @pytest.mark.mpi
-def test_trainer_checkpoint_round_trip_and_fewer_ranks_per_replica(comm, tmp_path_factory):
+def test_trainer_checkpoint_round_trip_and_fewer_ranks_per_replica(comm, tmp_path_factory, write_path):
     """R replicas x domains write their blocks; the same ranks, and R ranks with one rank per
     replica (world size >= 2), read back exactly what each replica wrote."""
     path = os.path.join(shared_dir(comm, tmp_path_factory), "t.ckpt")
     replicas = max(1, comm.size // 2)
     comms = make_communicators(comm, replicas)
     lat = qftml.Lattice((8, 6), comm=comms.domain)
-    write_trainer_checkpoint(path, comms, *_trainer_contents(comms, lat))
+    write_trainer_checkpoint(path, comms, *_trainer_contents(comms, lat), write_path=write_path)
     assert not os.path.exists(path + ".tmp")
     _check_read(read_trainer_checkpoint(path, comms, lat), comms, lat)
     with pytest.raises(CheckpointError, match="checkpoint of a trainer, not of a chain"):

@@ -9,8 +9,8 @@ import pytest
 import qftml
 from qftml.io.couplings import (action_from_couplings, couplings_digest, read_couplings, write_couplings,
                                 write_global_couplings)
-from qftml.io.ensembles import (EnsembleFileError, EnsembleWriter, observable_layout, read_attrs,
-                               read_configs, read_observables, stack_observables)
+from qftml.io.ensembles import (BlockFile, EnsembleFileError, EnsembleWriter, choose_write_path, observable_layout,
+                               read_attrs, read_configs, read_observables, stack_observables)
 
 
 def shared_tmp(comm, tmp_path_factory):
@@ -180,8 +180,7 @@ def test_couplings_shape_errors_name_the_dataset(comm, tmp_path):
     assert couplings_digest(path) != d1
 
 
-@pytest.mark.skipif(not h5py.get_config().mpi, reason="h5py was built without MPI (the pip wheel): "
-                    "the collective mpio path cannot run here; rank0-blocks is tested above")
+@pytest.mark.mpio
 @pytest.mark.mpi
 def test_mpio_path_matches_rank0_blocks(comm, tmp_path_factory):
     d = shared_tmp(comm, tmp_path_factory)
@@ -189,3 +188,27 @@ def test_mpio_path_matches_rank0_blocks(comm, tmp_path_factory):
     _write_ensemble(os.path.join(d, "b.h5"), comm, write_path="rank0-blocks")
     comm.Barrier()
     assert np.array_equal(read_configs(os.path.join(d, "a.h5")), read_configs(os.path.join(d, "b.h5")))
+
+
+@pytest.mark.mpio
+@pytest.mark.mpi
+def test_parallel_h5py_writes_collectively_on_every_rank(comm, tmp_path_factory):
+    """With h5py on parallel HDF5 several ranks write collectively by default: the file is open on
+    every rank with the mpio driver and each rank writes only its own hyperslab (no transfer to rank 0)."""
+    if comm.size > 1 and not os.environ.get("QFTML_WRITE_PATH"):
+        assert choose_write_path(comm) == "mpio"
+    path = os.path.join(shared_tmp(comm, tmp_path_factory), "blocks.h5")
+    lat = qftml.Lattice((8, 4), comm=comm)
+    bf = BlockFile(path, "w", lat, "mpio")
+    try:
+        assert bf.owns_file and bf.file.driver == "mpio"
+        bf.create("rank", tuple(lat.shape) + (2,))
+        bf.write_blocks("rank", (), np.full(tuple(lat.local_shape) + (2,), float(comm.rank)))
+    finally:
+        bf.close()
+    comm.Barrier()
+    with h5py.File(path, "r") as f:
+        stored = f["rank"][:]
+    for r, (offset, shape) in enumerate(comm.allgather((lat.local_offset, lat.local_shape))):
+        assert np.all(stored[tuple(slice(o, o + n) for o, n in zip(offset, shape))] == r)
+    comm.Barrier()
