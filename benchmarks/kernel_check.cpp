@@ -8,6 +8,7 @@
 // first differing bit. Built and run by benchmarks/run.py (same flags as the engine).
 // The cluster kernels too: bond_row_avx512 (embedded-Ising bonds) and coin_flips against their
 // portable twins, on rows of every length, with negative couplings, field signs and huge sweeps.
+// Site-update sweeps set all 64 bits of the sweep index (counter layout of rng/philox.hpp).
 // Without AVX-512 there is only one code path and the check says so.
 #include <cstdio>
 #include <cstring>
@@ -21,9 +22,10 @@ using namespace qftml;
 
 #ifdef QFTML_HAVE_AVX512
 struct Row {
-  std::vector<double> phi, nbv, coup, a, b, r;
+  std::vector<double> phi, nbv, coup, a, b, r, coup0;
   RowView view(int n, int n_terms) {
     RowView v;
+    coup0.resize(n_terms);
     v.n = n;
     v.phi = phi.data();
     v.a = a.data(), v.b = b.data(), v.r = r.data();
@@ -32,8 +34,9 @@ struct Row {
     for (int t = 0; t < n_terms; ++t) {
       v.nb_phi[t] = nbv.data() + t * 96;
       v.nb_coup[t] = coup.data() + t * 96;
-      v.coup0[t] = coup[t * 96];
+      coup0[t] = coup[t * 96];
     }
+    v.coup0 = coup0.data();
     v.gidx0 = 0xFFFFFFF0ull + 7;  // crosses 2^32: exercises counter word 1
     return v;
   }
@@ -73,7 +76,8 @@ int main() {
           for (auto& x : row.b) x = homog ? 0.175 : 0.2 + 0.1 * unif(gen);
           for (auto& x : row.r) x = homog ? 0.0 : 0.3 * unif(gen);
           const PhiloxKey key = rng_key(0x123456789ull + n, 2);
-          const uint32_t sweep = 17u + static_cast<uint32_t>(n);
+          // every field of the sweep index in use: words 2, 3 (high half) and 1 (high half)
+          const SweepWords sweep = sweep_words((uint64_t(0xA5C3 + n) << 48) | (uint64_t(0x1234 + n) << 32) | (17u + n));
           Row vec = row, ref = row;
           RowView vv = vec.view(n, n_terms), rv = ref.view(n, n_terms);
           int64_t av, ar;

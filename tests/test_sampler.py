@@ -252,3 +252,56 @@ def test_streaming_needs_two_colours():
     assert not s._core.streaming and s._core.n_colours == 4
     with pytest.raises(ValueError, match="streaming sweeps need two colours"):
         s._core.streaming = True
+
+
+# --- the RNG counter holds all 64 bits of the sweep index ------------------------------------------
+
+# Sweep indices that all agree in their low 32 bits (ensemble format 1 used only those, so all of
+# these gave the same stream there): 2^32 and 2^32 + 2^k for every word and half-word boundary.
+WIDE_SWEEPS = [5, 2 ** 32, *[2 ** 32 + 2 ** k for k in (0, 15, 16, 31, 32, 33, 47, 48, 49, 62, 63)], 2 ** 64 - 1]
+
+
+@pytest.mark.parametrize("shape, algorithm, field, extra", [
+    ((8, 8), "metropolis", "real", []), ((8, 8), "independence", "real", []), ((8, 8), "metropolis", "ising", []),
+    ((4, 4, 4, 4), "metropolis", "real", []), ((8, 8), "metropolis", "real", [(1, 1)])])
+def test_streams_differ_in_every_bit_of_the_sweep_index(shape, algorithm, field, extra):
+    """One sweep from the same field at each sweep index: every index gives its own field; the same
+    index gives the same field (the check that the comparison can see equality). Ising at a small
+    coupling, so that most spin flips are random (a cold phase would make one sweep deterministic)."""
+    lat = qftml.Lattice(shape, MPI.COMM_SELF)
+    act = qftml.Action.homogeneous(lat, kappa=0.2 if field == "ising" else 0.9, mu2=-0.5, lam=0.7, field=field,
+                                   extra=extra or None, g=0.1)
+    s = qftml.Sampler(act, seed=21, algorithm=algorithm, hits=2, step=1.1)
+    start = s.field.local.copy()
+
+    def one_sweep(index):
+        s.field.local = start
+        s.sweep_index = index
+        s.sweep(1)
+        assert s.sweep_index == (index + 1) % 2 ** 64
+        return s.field.local.copy()
+
+    results = [one_sweep(i) for i in WIDE_SWEEPS]
+    assert np.array_equal(one_sweep(WIDE_SWEEPS[3]), results[3])
+    for i in range(len(results)):
+        for j in range(i):
+            assert not np.array_equal(results[i], results[j]), (WIDE_SWEEPS[i], WIDE_SWEEPS[j])
+
+
+def test_pipelined_sweeps_cross_2_to_the_32():
+    """sweep(4) in 2D pipelines four sweeps through one pass; across 2^32 it must equal four single
+    sweeps in colour order (the counter of each stage is a 64-bit sweep index)."""
+    fields = []
+    for streaming in (True, False):
+        lat = qftml.Lattice((16, 16), MPI.COMM_SELF)
+        s = qftml.Sampler(qftml.Action.homogeneous(lat, kappa=0.9, mu2=-0.5, lam=0.7), seed=4, step=1.2)
+        s._core.streaming = streaming
+        s.sweep_index = 2 ** 32 - 2
+        if streaming:
+            s.sweep(4)
+        else:
+            for _ in range(4):
+                s.sweep(1)
+        assert s.sweep_index == 2 ** 32 + 2
+        fields.append(s.field.local)
+    assert np.array_equal(*fields)

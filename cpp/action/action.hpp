@@ -12,6 +12,7 @@
 //   gradient_densities(field, ...)  dS/dw, dS/dg, dS/da, dS/db, dS/dr per site, natural order
 //   get_couplings(...)            the couplings back in natural order
 //   shift(l, c, dir)              where the neighbour x +- e_l lives (flat delta, parity change)
+//   bytes()                       memory of the coupling arrays (stored per site even when homogeneous)
 #pragma once
 #include <array>
 #include <vector>
@@ -51,6 +52,12 @@ class Action {
   void gradient_densities(const Field& field, double* dw, double* dg, double* da, double* db,
                           double* dr) const;
   void get_couplings(double* w, double* g, double* a, double* b, double* r) const;
+  size_t bytes() const {
+    size_t n = 0;
+    for (const auto& l : links_) n += l[0].capacity() + l[1].capacity();
+    for (const auto* fam : {&a_, &b_, &r_}) n += (*fam)[0].capacity() + (*fam)[1].capacity();
+    return n * sizeof(double);
+  }
 
  private:
   void validate();

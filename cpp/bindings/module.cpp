@@ -69,8 +69,8 @@ ClusterAlgorithm parse_cluster(const std::string& s) {
 
 Algorithm parse_algorithm(const std::string& s) {
   if (s == "metropolis") return Algorithm::metropolis;
-  if (s == "heatbath") return Algorithm::heatbath;
-  throw py::value_error("sampler algorithm must be 'metropolis' or 'heatbath', got '" + s + "'");
+  if (s == "independence" || s == "heatbath") return Algorithm::independence;  // heatbath: the old name
+  throw py::value_error("sampler algorithm must be 'metropolis' or 'independence', got '" + s + "'");
 }
 
 }  // namespace
@@ -118,6 +118,7 @@ PYBIND11_MODULE(_core, m) {
              return out;
            })
       .def("exchange_halos", &Field::exchange_halos)
+      .def_property_readonly("bytes", &Field::bytes)
       .def(
           "gather",
           [](const Field& f, int root) -> py::object {
@@ -170,6 +171,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("lattice"), py::arg("field_type"), py::arg("extra_offsets"), py::arg("w"),
            py::arg("g"), py::arg("a"), py::arg("b"), py::arg("r"), py::keep_alive<1, 2>())
       .def_property_readonly("homogeneous", &Action::homogeneous)
+      .def_property_readonly("bytes", &Action::bytes)
       .def_property_readonly("n_links", &Action::n_links)
       .def_property_readonly("field_type",
                              [](const Action& a) { return a.field_type() == FieldType::ising ? "ising" : "real"; })
@@ -259,7 +261,13 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("sweep"))
       .def_property_readonly("cluster_bytes_per_site",
-                             [](Sampler& s) { return s.cluster() ? s.cluster()->bytes_per_site() : 0.0; });
+                             [](Sampler& s) { return s.cluster() ? s.cluster()->bytes_per_site() : 0.0; })
+      // Tables and halo buffers of the sweeps on this rank, in bytes.
+      .def("memory_bytes", [](const Sampler& s) {
+        py::dict out;
+        out["tables"] = s.table_bytes(), out["halo"] = s.halo_bytes();
+        return out;
+      });
 
   m.def(
       "measure",
@@ -332,10 +340,11 @@ PYBIND11_MODULE(_core, m) {
         int64_t accepted = 0;
         double y = 0.0;
         for (int64_t i = 0; i < n; ++i)
-          x(i) = y = quartic_conditional_update(y, alpha, beta, j, 1, 0, static_cast<uint32_t>(i), key, &accepted);
+          x(i) = y = quartic_conditional_update(y, alpha, beta, j, 1, 0, sweep_words(static_cast<uint64_t>(i)), key,
+                                                &accepted);
         return py::make_tuple(out, double(accepted) / double(n));
       },
       py::arg("alpha"), py::arg("beta"), py::arg("j"), py::arg("n"), py::arg("seed") = 0,
-      "n steps of the heatbath's 1D update for exp(-alpha x^2 - beta x^4 + j x): (samples, acceptance)");
+      "n steps of the independence sampler's 1D update for exp(-alpha x^2 - beta x^4 + j x): (samples, acceptance)");
   { void qftml_register_network(py::module_&); qftml_register_network(m); }  // network_bindings.cpp
 }

@@ -6,6 +6,8 @@
 #include <utility>
 
 #include "cluster/union_find.hpp"
+#include "comms/requests.hpp"
+#include "comms/tags.hpp"
 
 namespace qftml {
 
@@ -79,20 +81,17 @@ BoundaryMerge::BoundaryMerge(const Geometry& g, const std::vector<std::vector<in
 }
 
 void BoundaryMerge::exchange_labels() {
-  std::vector<MPI_Request> req;
+  RequestSet req;  // completed here, or cancelled if anything throws before the wait
   req.reserve(2 * neighbours_.size());
   for (Neighbour& nb : neighbours_) {
-    MPI_Request r;
-    if (!nb.recv.empty()) {
-      MPI_Irecv(nb.recv.data(), static_cast<int>(nb.recv.size()), MPI_INT64_T, nb.rank, kClusterLabelTag, comm_, &r);
-      req.push_back(r);
-    }
-    if (!nb.send.empty()) {
-      MPI_Isend(nb.send.data(), static_cast<int>(nb.send.size()), MPI_INT64_T, nb.rank, kClusterLabelTag, comm_, &r);
-      req.push_back(r);
-    }
+    if (!nb.recv.empty())
+      MPI_Irecv(nb.recv.data(), static_cast<int>(nb.recv.size()), MPI_INT64_T, nb.rank, tags::cluster_labels, comm_,
+                req.add());
+    if (!nb.send.empty())
+      MPI_Isend(nb.send.data(), static_cast<int>(nb.send.size()), MPI_INT64_T, nb.rank, tags::cluster_labels, comm_,
+                req.add());
   }
-  MPI_Waitall(static_cast<int>(req.size()), req.data(), MPI_STATUSES_IGNORE);
+  req.wait_all();
 }
 
 void BoundaryMerge::solve(int64_t* label, fixed128* sum, std::vector<int32_t>& not_owner) {

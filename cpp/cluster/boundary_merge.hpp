@@ -36,8 +36,6 @@
 
 namespace qftml {
 
-constexpr int kClusterLabelTag = 64;  // point-to-point tag of the pairwise label exchange
-
 class BoundaryMerge {
  public:
   BoundaryMerge(const Geometry& geometry, const std::vector<std::vector<int>>& offsets);

@@ -3,6 +3,8 @@
 
 #include <array>
 
+#include "comms/tags.hpp"
+
 namespace qftml {
 namespace {
 
@@ -61,27 +63,21 @@ void HaloExchange::post(int mu, double* a) {
   }
   MPI_Comm comm = geometry_.comm();
   const int lower = geometry_.neighbour(mu, -1), upper = geometry_.neighbour(mu, +1);
-  // The low ghost layer is the lower neighbour's high face, and vice versa.
-  MPI_Request r;
+  // The low ghost layer is the lower neighbour's high face (sent as side 1), and vice versa.
   MPI_Irecv(recv_buf_[mu][0].data(), static_cast<int>(recv_buf_[mu][0].size()), MPI_DOUBLE, lower,
-            2 * mu + 1, comm, &r);
-  requests_.push_back(r);
+            tags::halo(mu, 1), comm, requests_.add());
   MPI_Irecv(recv_buf_[mu][1].data(), static_cast<int>(recv_buf_[mu][1].size()), MPI_DOUBLE, upper,
-            2 * mu, comm, &r);
-  requests_.push_back(r);
+            tags::halo(mu, 0), comm, requests_.add());
   MPI_Isend(send_buf_[mu][0].data(), static_cast<int>(send_buf_[mu][0].size()), MPI_DOUBLE, lower,
-            2 * mu, comm, &r);
-  requests_.push_back(r);
+            tags::halo(mu, 0), comm, requests_.add());
   MPI_Isend(send_buf_[mu][1].data(), static_cast<int>(send_buf_[mu][1].size()), MPI_DOUBLE, upper,
-            2 * mu + 1, comm, &r);
-  requests_.push_back(r);
+            tags::halo(mu, 1), comm, requests_.add());
   pack_seconds_ += MPI_Wtime() - t0;
 }
 
 void HaloExchange::complete(int mu_begin, int mu_end, double* a) {
   const double t0 = MPI_Wtime();
-  MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
-  requests_.clear();
+  requests_.wait_all();
   const double t1 = MPI_Wtime();
   for (int mu = mu_begin; mu < mu_end; ++mu)
     for (int side = 0; side < 2 && !(local_[mu] && !corners_); ++side) {
@@ -91,6 +87,15 @@ void HaloExchange::complete(int mu_begin, int mu_end, double* a) {
     }
   wait_seconds_ += t1 - t0;
   pack_seconds_ += MPI_Wtime() - t1;
+}
+
+size_t HaloExchange::bytes() const {
+  size_t b = 0;
+  for (int mu = 0; mu < dim_; ++mu)
+    for (int side = 0; side < 2; ++side)
+      b += (send_idx_[mu][side].capacity() + recv_idx_[mu][side].capacity()) * sizeof(int64_t) +
+           (send_buf_[mu][side].capacity() + recv_buf_[mu][side].capacity()) * sizeof(double);
+  return b;
 }
 
 void HaloExchange::copy_local(int mu, double* a) {

@@ -13,12 +13,15 @@
 //   copy_local_row(a, base, half)  ghosts of one row in the last direction when that direction is
 //               local (its two ends wrap onto each other): lets a sweep refresh a row at a time
 //   wait_seconds()  time spent blocked in finish (how much of the exchange was not hidden)
-// Only one exchange may be in flight per object.
+//   bytes()     memory of the index lists and buffers
+// Only one exchange may be in flight per object; requests still pending when it is destroyed are
+// cancelled and completed (RequestSet). Tags: tags::halo(mu, side) (comms/tags.hpp).
 #pragma once
 #include <mpi.h>
 
 #include <vector>
 
+#include "comms/requests.hpp"
 #include "geometry/checkerboard_layout.hpp"
 #include "geometry/geometry.hpp"
 
@@ -43,6 +46,7 @@ class HaloExchange {
   double wait_seconds() const { return wait_seconds_; }
   double pack_seconds() const { return pack_seconds_; }
   void reset_timers() { wait_seconds_ = pack_seconds_ = 0.0; }
+  size_t bytes() const;
 
  private:
   void post(int mu, double* a);
@@ -55,7 +59,7 @@ class HaloExchange {
   bool local_[kMaxDim] = {};
   std::vector<int64_t> send_idx_[kMaxDim][2], recv_idx_[kMaxDim][2];
   std::vector<double> send_buf_[kMaxDim][2], recv_buf_[kMaxDim][2];
-  std::vector<MPI_Request> requests_;
+  RequestSet requests_;  // after the buffers: destroyed (cancelled, completed) before them
   double wait_seconds_ = 0.0, pack_seconds_ = 0.0;
 };
 

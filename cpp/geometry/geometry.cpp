@@ -6,6 +6,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "comms/requests.hpp"
+
 namespace qftml {
 namespace {
 
@@ -74,7 +76,7 @@ Geometry::Geometry(const std::vector<int>& shape, MPI_Comm comm, const std::vect
       throw std::invalid_argument("lattice extent " + std::to_string(shape[mu]) + " in direction " +
                                   std::to_string(mu) + " of " + join(shape) +
                                   " must be even and >= 2 (periodic checkerboard)");
-  MPI_Comm_size(comm, &size_);
+  check_mpi(MPI_Comm_size(comm, &size_), "MPI_Comm_size");
   if (grid.empty()) {
     grid_ = choose_process_grid(shape, size_);
   } else {
@@ -95,7 +97,9 @@ Geometry::Geometry(const std::vector<int>& shape, MPI_Comm comm, const std::vect
     grid_ = grid;
   }
   std::vector<int> periods(dim_, 1);
-  MPI_Cart_create(comm, dim_, grid_.data(), periods.data(), /*reorder=*/0, &cart_);
+  check_mpi(MPI_Cart_create(comm, dim_, grid_.data(), periods.data(), /*reorder=*/0, &cart_), "MPI_Cart_create");
+  // The engine's own communicator: a failing MPI call on it aborts (comms/requests.hpp).
+  check_mpi(MPI_Comm_set_errhandler(cart_, MPI_ERRORS_ARE_FATAL), "MPI_Comm_set_errhandler");
   MPI_Comm_rank(cart_, &rank_);
   coords_.assign(dim_, 0);
   MPI_Cart_coords(cart_, rank_, dim_, coords_.data());

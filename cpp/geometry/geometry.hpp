@@ -2,7 +2,8 @@
 //
 // Exports:
 //   Geometry(shape, comm, grid)   validates shape and grid (on every rank, before any collective),
-//                                 builds the periodic Cartesian communicator
+//                                 builds the periodic Cartesian communicator (the engine's own:
+//                                 MPI_ERRORS_ARE_FATAL, see comms/requests.hpp)
 //   choose_process_grid(shape, n) MPI_Dims_create's grid if it divides the lattice into blocks of
 //                                 even extent, else the valid grid with the smallest halo surface
 //   Geometry::neighbour(mu, dir)  rank of the neighbouring block in direction +-mu

@@ -5,16 +5,19 @@
 // so every update needs only J, the site's (a, b, r) and random numbers.
 //
 // Exports:
+//   RowStencil, RowSegment, row_view(stencil, segment) -> RowView   compact row descriptors: one
+//                                     stencil per (parity, row offset), 24 bytes per stored segment
 //   local_field<Homog>(row, J)        J[k] = sum over link terms of coupling * neighbour value
 //   metropolis_row<Homog>(row, ...)   `hits` Metropolis hits per site, phi' = phi + step (2u - 1),
 //                                     local field fused in; AVX-512 intrinsics, or the portable
 //                                     metropolis_row_portable (the same bits on every target)
 //   ising_row<Homog>(row, ...)        `hits` spin-flip Metropolis hits per site (phi = +-1), ditto
-//   heatbath_row<Homog>(...)          `hits` independence Metropolis-Hastings steps per site with a
+//   independence_row<Homog>(...)      `hits` independence Metropolis-Hastings steps per site with a
 //                                     proposal fitted to the whole 1D conditional (exact for b = 0)
 //   QuarticProposal, quartic_conditional_update   that 1D proposal and update
 // Each returns the number of accepted proposals.
-// Random numbers: Philox block at counter (global site index, sweep, draw).
+// Random numbers: Philox block at counter site_counter(global site index, hit, sweep_words(sweep))
+// (rng/philox.hpp: all 64 bits of the sweep index).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -27,20 +30,62 @@ namespace qftml {
 
 constexpr int kMaxLinkTerms = 32;  // 2 * (d nearest-neighbour + extra offsets)
 
-// One row segment: n sites at stride 1 of one parity array, with what their updates read.
-struct RowView {
-  int64_t n = 0;
-  double* phi = nullptr;
-  const double* a = nullptr;  // per-site couplings at the row start (inhomogeneous)
+// What the updates of one class of rows read: the rows of parity p with offset c (every
+// neighbour of such a row sits at the same flat offset from the row start), so one stencil
+// serves all of them. Pointers are the arrays' starts; offsets are added per row segment.
+struct RowStencil {
+  double* phi = nullptr;                        // the parity array of these rows
+  const double* a = nullptr;                    // per-site couplings (same flat index as phi)
   const double* b = nullptr;
   const double* r = nullptr;
-  double a0 = 0, b0 = 0, r0 = 0;  // homogeneous couplings
+  double a0 = 0, b0 = 0, r0 = 0;                // homogeneous couplings
   int n_terms = 0;
-  const double* nb_phi[kMaxLinkTerms] = {};   // neighbour value of site k at nb_phi[t][k]
-  const double* nb_coup[kMaxLinkTerms] = {};  // its link coupling at nb_coup[t][k]
-  double coup0[kMaxLinkTerms] = {};           // homogeneous link couplings
-  uint64_t gidx0 = 0;                         // global index of site k is gidx0 + 2 k
+  const double* nb_phi[kMaxLinkTerms] = {};     // neighbour value of the site at flat i:
+  int64_t nb_phi_delta[kMaxLinkTerms] = {};     //   nb_phi[t][i + nb_phi_delta[t]]
+  const double* nb_coup[kMaxLinkTerms] = {};    // its link coupling:
+  int64_t nb_coup_delta[kMaxLinkTerms] = {};    //   nb_coup[t][i + nb_coup_delta[t]]
+  double coup0[kMaxLinkTerms] = {};             // homogeneous link couplings
 };
+
+// One stored row segment (24 bytes): n sites from flat index `at` of the rows of stencil `stencil`.
+struct RowSegment {
+  int64_t at = 0;
+  uint64_t gidx0 = 0;  // global index of its first site; site k has gidx0 + 2 k
+  int32_t n = 0;
+  int32_t stencil = 0;
+};
+
+// One row segment as the kernels read it: n sites at stride 1 of one parity array. Built on the
+// stack from a stencil and a segment just before its update (only n_terms entries are set).
+struct RowView {
+  int64_t n;
+  double* phi;
+  const double* a;  // per-site couplings at the segment start (inhomogeneous)
+  const double* b;
+  const double* r;
+  double a0, b0, r0;     // homogeneous couplings
+  int n_terms;
+  const double* coup0;   // homogeneous link couplings, n_terms of them
+  uint64_t gidx0;        // global index of site k is gidx0 + 2 k
+  const double* nb_phi[kMaxLinkTerms];   // neighbour value of site k at nb_phi[t][k]
+  const double* nb_coup[kMaxLinkTerms];  // its link coupling at nb_coup[t][k]
+};
+
+inline RowView row_view(const RowStencil& s, const RowSegment& g) {
+  RowView v;
+  v.n = g.n;
+  v.phi = s.phi + g.at;
+  v.a = s.a + g.at, v.b = s.b + g.at, v.r = s.r + g.at;
+  v.a0 = s.a0, v.b0 = s.b0, v.r0 = s.r0;
+  v.n_terms = s.n_terms;
+  v.coup0 = s.coup0;
+  v.gidx0 = g.gidx0;
+  for (int t = 0; t < s.n_terms; ++t) {
+    v.nb_phi[t] = s.nb_phi[t] + (g.at + s.nb_phi_delta[t]);
+    v.nb_coup[t] = s.nb_coup[t] + (g.at + s.nb_coup_delta[t]);
+  }
+  return v;
+}
 
 // J of site k: sum_t coupling_t * neighbour_t as a chain of fused multiply-adds from 0, in term
 // order (the AVX-512 kernels do the same operations lane by lane).
@@ -78,7 +123,7 @@ inline double metropolis_dS(double old, double trial, double J, double a, double
 // Portable kernels (any target). Bitwise the same as the AVX-512 kernels below: same counters,
 // same IEEE operations per site.
 template <bool Homog>
-inline int64_t metropolis_row_portable(const RowView& v, uint32_t sweep, int hits, double step,
+inline int64_t metropolis_row_portable(const RowView& v, const SweepWords& sw, int hits, double step,
                                        PhiloxKey key) {
   double* __restrict phi = v.phi;
   const int64_t n = v.n;
@@ -93,10 +138,10 @@ inline int64_t metropolis_row_portable(const RowView& v, uint32_t sweep, int hit
     const uint64_t g = g0 + 2 * static_cast<uint64_t>(k);
     double cur = phi[k];
     for (int hit = 0; hit < hits; ++hit) {
-      uint32_t c0 = static_cast<uint32_t>(g), c1 = static_cast<uint32_t>(g >> 32);
-      uint32_t c2 = sweep, c3 = static_cast<uint32_t>(hit);
-      philox4x32_10(c0, c1, c2, c3, k0, k1);
-      const double u_prop = uniform52(c0, c1), u_acc = uniform52(c2, c3);
+      uint32_t c[4];
+      site_counter(g, static_cast<uint32_t>(hit), sw, c);
+      philox4x32_10(c[0], c[1], c[2], c[3], k0, k1);
+      const double u_prop = uniform52(c[0], c[1]), u_acc = uniform52(c[2], c[3]);
       const double trial = cur + step * (2.0 * u_prop - 1.0);
       const double dS = metropolis_dS(cur, trial, J, a, b, r);
       const double x = dS > 0.0 ? -dS : 0.0;
@@ -110,7 +155,7 @@ inline int64_t metropolis_row_portable(const RowView& v, uint32_t sweep, int hit
 }
 
 template <bool Homog>
-inline int64_t ising_row_portable(const RowView& v, uint32_t sweep, int hits, PhiloxKey key) {
+inline int64_t ising_row_portable(const RowView& v, const SweepWords& sw, int hits, PhiloxKey key) {
   double* __restrict phi = v.phi;
   const int64_t n = v.n;
   const uint64_t g0 = v.gidx0;
@@ -121,10 +166,10 @@ inline int64_t ising_row_portable(const RowView& v, uint32_t sweep, int hits, Ph
     const uint64_t g = g0 + 2 * static_cast<uint64_t>(k);
     double s = phi[k];
     for (int hit = 0; hit < hits; ++hit) {
-      uint32_t c0 = static_cast<uint32_t>(g), c1 = static_cast<uint32_t>(g >> 32);
-      uint32_t c2 = sweep, c3 = static_cast<uint32_t>(hit);
-      philox4x32_10(c0, c1, c2, c3, key.k0, key.k1);
-      const double u = uniform52(c0, c1);
+      uint32_t c[4];
+      site_counter(g, static_cast<uint32_t>(hit), sw, c);
+      philox4x32_10(c[0], c[1], c[2], c[3], key.k0, key.k1);
+      const double u = uniform52(c[0], c[1]);
       const double dS = 2.0 * s * (J - r);
       const double x = dS > 0.0 ? -dS : 0.0;
       const bool accept = u < exp_clamped(x);
@@ -182,11 +227,12 @@ inline void exp_clamped_x8(__m512d* x) {
 struct Lanes8 {
   __mmask8 m;
   __m512d J, a, b, r;
-  __m512i g;  // global site index per lane: counter word 0 = low half, word 1 = high half
+  __m512i g;  // global site index | site_bits per lane: counter word 0 = low half, word 1 = high half
 };
 
 template <bool Homog, int NT>
-inline Lanes8 load_lanes8(const RowView& v, const double* const* nb, const double* const* cp, int64_t k) {
+inline Lanes8 load_lanes8(const RowView& v, const double* const* nb, const double* const* cp, int64_t k,
+                          uint64_t site_bits) {
   Lanes8 l;
   const int64_t left = v.n - k;
   l.m = left >= 8 ? static_cast<__mmask8>(0xFF) : static_cast<__mmask8>((1u << left) - 1u);
@@ -204,8 +250,10 @@ inline Lanes8 load_lanes8(const RowView& v, const double* const* nb, const doubl
     l.b = _mm512_maskz_loadu_pd(l.m, v.b + k);
     l.r = _mm512_maskz_loadu_pd(l.m, v.r + k);
   }
-  l.g = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(v.gidx0 + 2 * static_cast<uint64_t>(k))),
-                         _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0));
+  // site_bits (sweep[48:64] at bits 48..63) cannot carry into: sites < 2^48 (site_counter)
+  l.g = _mm512_add_epi64(
+      _mm512_set1_epi64(static_cast<long long>((v.gidx0 + 2 * static_cast<uint64_t>(k)) | site_bits)),
+      _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0));
   return l;
 }
 
@@ -216,23 +264,23 @@ inline Lanes8 load_lanes8(const RowView& v, const double* const* nb, const doubl
 // sequence of operations whatever the row length.
 template <bool Homog, int NT, int U>
 inline int64_t metropolis_groups_avx512(const RowView& v, const double* const* nb, const double* const* cp,
-                                        int64_t k, uint32_t sweep, int hits, double step, PhiloxKey key) {
+                                        int64_t k, const SweepWords& sw, int hits, double step, PhiloxKey key) {
   const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0), two = _mm512_set1_pd(2.0);
   const __m512d vstep = _mm512_set1_pd(step);
-  const __m512i vsweep = _mm512_set1_epi64(sweep);
+  const __m512i vsweep = _mm512_set1_epi64(sw.word2);
   Lanes8 l[U];
   __m512d cur[U], rJ[U];
   int64_t accepted = 0;
 #pragma GCC unroll 8
   for (int u = 0; u < U; ++u) {
-    l[u] = load_lanes8<Homog, NT>(v, nb, cp, k + 8 * u);
+    l[u] = load_lanes8<Homog, NT>(v, nb, cp, k + 8 * u, sw.site_bits);
     cur[u] = _mm512_maskz_loadu_pd(l[u].m, v.phi + k + 8 * u);
     rJ[u] = _mm512_sub_pd(l[u].r, l[u].J);
   }
   for (int hit = 0; hit < hits; ++hit) {
     Philox8 x[U];
 #pragma GCC unroll 8
-    for (int u = 0; u < U; ++u) x[u] = Philox8{l[u].g, _mm512_srli_epi64(l[u].g, 32), vsweep, _mm512_set1_epi64(hit)};
+    for (int u = 0; u < U; ++u) x[u] = Philox8{l[u].g, _mm512_srli_epi64(l[u].g, 32), vsweep, _mm512_set1_epi64(hit | sw.draw_bits)};
     philox4x32_10_x8<U>(x, key.k0, key.k1);
     __m512d trial[U], xarg[U];
 #pragma GCC unroll 8
@@ -259,46 +307,46 @@ inline int64_t metropolis_groups_avx512(const RowView& v, const double* const* n
 }
 
 template <bool Homog, int NT>
-inline int64_t metropolis_rows_avx512(const RowView& v, uint32_t sweep, int hits, double step, PhiloxKey key) {
+inline int64_t metropolis_rows_avx512(const RowView& v, const SweepWords& sw, int hits, double step, PhiloxKey key) {
   constexpr int U = kAvx512Groups;
   const double* nb[kMaxLinkTerms];
   const double* cp[kMaxLinkTerms];
   for (int t = 0; t < v.n_terms; ++t) nb[t] = v.nb_phi[t], cp[t] = v.nb_coup[t];
   int64_t accepted = 0, k = 0;
-  for (; k + 8 * U <= v.n; k += 8 * U) accepted += metropolis_groups_avx512<Homog, NT, U>(v, nb, cp, k, sweep, hits, step, key);
+  for (; k + 8 * U <= v.n; k += 8 * U) accepted += metropolis_groups_avx512<Homog, NT, U>(v, nb, cp, k, sw, hits, step, key);
   switch ((v.n - k + 7) / 8) {  // the tail: as many groups as needed, the last one masked
-    case 1: return accepted + metropolis_groups_avx512<Homog, NT, 1>(v, nb, cp, k, sweep, hits, step, key);
-    case 2: return accepted + metropolis_groups_avx512<Homog, NT, 2>(v, nb, cp, k, sweep, hits, step, key);
-    case 3: return accepted + metropolis_groups_avx512<Homog, NT, 3>(v, nb, cp, k, sweep, hits, step, key);
-    case 4: return accepted + metropolis_groups_avx512<Homog, NT, 4>(v, nb, cp, k, sweep, hits, step, key);
+    case 1: return accepted + metropolis_groups_avx512<Homog, NT, 1>(v, nb, cp, k, sw, hits, step, key);
+    case 2: return accepted + metropolis_groups_avx512<Homog, NT, 2>(v, nb, cp, k, sw, hits, step, key);
+    case 3: return accepted + metropolis_groups_avx512<Homog, NT, 3>(v, nb, cp, k, sw, hits, step, key);
+    case 4: return accepted + metropolis_groups_avx512<Homog, NT, 4>(v, nb, cp, k, sw, hits, step, key);
     default:
-      for (; k < v.n; k += 8) accepted += metropolis_groups_avx512<Homog, NT, 1>(v, nb, cp, k, sweep, hits, step, key);
+      for (; k < v.n; k += 8) accepted += metropolis_groups_avx512<Homog, NT, 1>(v, nb, cp, k, sw, hits, step, key);
       return accepted;
   }
 }
 
 // The common link counts get their own unrolled code (2D, 3D, 4D nearest neighbours; 2D + nnn).
 template <bool Homog>
-inline int64_t metropolis_row_avx512(const RowView& v, uint32_t sweep, int hits, double step, PhiloxKey key) {
+inline int64_t metropolis_row_avx512(const RowView& v, const SweepWords& sw, int hits, double step, PhiloxKey key) {
   switch (v.n_terms) {
-    case 4: return metropolis_rows_avx512<Homog, 4>(v, sweep, hits, step, key);
-    case 6: return metropolis_rows_avx512<Homog, 6>(v, sweep, hits, step, key);
-    case 8: return metropolis_rows_avx512<Homog, 8>(v, sweep, hits, step, key);
-    default: return metropolis_rows_avx512<Homog, 0>(v, sweep, hits, step, key);
+    case 4: return metropolis_rows_avx512<Homog, 4>(v, sw, hits, step, key);
+    case 6: return metropolis_rows_avx512<Homog, 6>(v, sw, hits, step, key);
+    case 8: return metropolis_rows_avx512<Homog, 8>(v, sw, hits, step, key);
+    default: return metropolis_rows_avx512<Homog, 0>(v, sw, hits, step, key);
   }
 }
 
 template <bool Homog, int NT, int U>
 inline int64_t ising_groups_avx512(const RowView& v, const double* const* nb, const double* const* cp,
-                                   int64_t k, uint32_t sweep, int hits, PhiloxKey key) {
+                                   int64_t k, const SweepWords& sw, int hits, PhiloxKey key) {
   const __m512d zero = _mm512_setzero_pd(), two = _mm512_set1_pd(2.0);
-  const __m512i vsweep = _mm512_set1_epi64(sweep);
+  const __m512i vsweep = _mm512_set1_epi64(sw.word2);
   Lanes8 l[U];
   __m512d s[U], Jr[U];
   int64_t accepted = 0;
 #pragma GCC unroll 8
   for (int u = 0; u < U; ++u) {
-    l[u] = load_lanes8<Homog, NT>(v, nb, cp, k + 8 * u);
+    l[u] = load_lanes8<Homog, NT>(v, nb, cp, k + 8 * u, sw.site_bits);
     s[u] = _mm512_maskz_loadu_pd(l[u].m, v.phi + k + 8 * u);
     Jr[u] = _mm512_sub_pd(l[u].J, l[u].r);
   }
@@ -306,7 +354,7 @@ inline int64_t ising_groups_avx512(const RowView& v, const double* const* nb, co
     Philox8 x[U];
     __m512d xarg[U];
 #pragma GCC unroll 8
-    for (int u = 0; u < U; ++u) x[u] = Philox8{l[u].g, _mm512_srli_epi64(l[u].g, 32), vsweep, _mm512_set1_epi64(hit)};
+    for (int u = 0; u < U; ++u) x[u] = Philox8{l[u].g, _mm512_srli_epi64(l[u].g, 32), vsweep, _mm512_set1_epi64(hit | sw.draw_bits)};
     philox4x32_10_x8<U>(x, key.k0, key.k1);
 #pragma GCC unroll 8
     for (int u = 0; u < U; ++u) {
@@ -327,53 +375,53 @@ inline int64_t ising_groups_avx512(const RowView& v, const double* const* nb, co
 }
 
 template <bool Homog, int NT>
-inline int64_t ising_rows_avx512(const RowView& v, uint32_t sweep, int hits, PhiloxKey key) {
+inline int64_t ising_rows_avx512(const RowView& v, const SweepWords& sw, int hits, PhiloxKey key) {
   constexpr int U = kAvx512Groups;
   const double* nb[kMaxLinkTerms];
   const double* cp[kMaxLinkTerms];
   for (int t = 0; t < v.n_terms; ++t) nb[t] = v.nb_phi[t], cp[t] = v.nb_coup[t];
   int64_t accepted = 0, k = 0;
-  for (; k + 8 * U <= v.n; k += 8 * U) accepted += ising_groups_avx512<Homog, NT, U>(v, nb, cp, k, sweep, hits, key);
+  for (; k + 8 * U <= v.n; k += 8 * U) accepted += ising_groups_avx512<Homog, NT, U>(v, nb, cp, k, sw, hits, key);
   switch ((v.n - k + 7) / 8) {  // the tail: as many groups as needed, the last one masked
-    case 1: return accepted + ising_groups_avx512<Homog, NT, 1>(v, nb, cp, k, sweep, hits, key);
-    case 2: return accepted + ising_groups_avx512<Homog, NT, 2>(v, nb, cp, k, sweep, hits, key);
-    case 3: return accepted + ising_groups_avx512<Homog, NT, 3>(v, nb, cp, k, sweep, hits, key);
-    case 4: return accepted + ising_groups_avx512<Homog, NT, 4>(v, nb, cp, k, sweep, hits, key);
+    case 1: return accepted + ising_groups_avx512<Homog, NT, 1>(v, nb, cp, k, sw, hits, key);
+    case 2: return accepted + ising_groups_avx512<Homog, NT, 2>(v, nb, cp, k, sw, hits, key);
+    case 3: return accepted + ising_groups_avx512<Homog, NT, 3>(v, nb, cp, k, sw, hits, key);
+    case 4: return accepted + ising_groups_avx512<Homog, NT, 4>(v, nb, cp, k, sw, hits, key);
     default:
-      for (; k < v.n; k += 8) accepted += ising_groups_avx512<Homog, NT, 1>(v, nb, cp, k, sweep, hits, key);
+      for (; k < v.n; k += 8) accepted += ising_groups_avx512<Homog, NT, 1>(v, nb, cp, k, sw, hits, key);
       return accepted;
   }
 }
 
 // The common link counts get their own unrolled code (2D, 3D, 4D nearest neighbours; 2D + nnn).
 template <bool Homog>
-inline int64_t ising_row_avx512(const RowView& v, uint32_t sweep, int hits, PhiloxKey key) {
+inline int64_t ising_row_avx512(const RowView& v, const SweepWords& sw, int hits, PhiloxKey key) {
   switch (v.n_terms) {
-    case 4: return ising_rows_avx512<Homog, 4>(v, sweep, hits, key);
-    case 6: return ising_rows_avx512<Homog, 6>(v, sweep, hits, key);
-    case 8: return ising_rows_avx512<Homog, 8>(v, sweep, hits, key);
-    default: return ising_rows_avx512<Homog, 0>(v, sweep, hits, key);
+    case 4: return ising_rows_avx512<Homog, 4>(v, sw, hits, key);
+    case 6: return ising_rows_avx512<Homog, 6>(v, sw, hits, key);
+    case 8: return ising_rows_avx512<Homog, 8>(v, sw, hits, key);
+    default: return ising_rows_avx512<Homog, 0>(v, sw, hits, key);
   }
 }
 #endif
 
 // `hits` Metropolis hits of every site of the row; returns the number accepted.
 template <bool Homog>
-inline int64_t metropolis_row(const RowView& v, uint32_t sweep, int hits, double step, PhiloxKey key) {
+inline int64_t metropolis_row(const RowView& v, const SweepWords& sw, int hits, double step, PhiloxKey key) {
 #ifdef QFTML_HAVE_AVX512
-  return metropolis_row_avx512<Homog>(v, sweep, hits, step, key);
+  return metropolis_row_avx512<Homog>(v, sw, hits, step, key);
 #else
-  return metropolis_row_portable<Homog>(v, sweep, hits, step, key);
+  return metropolis_row_portable<Homog>(v, sw, hits, step, key);
 #endif
 }
 
 // `hits` spin-flip hits (phi = +-1); returns the number accepted.
 template <bool Homog>
-inline int64_t ising_row(const RowView& v, uint32_t sweep, int hits, PhiloxKey key) {
+inline int64_t ising_row(const RowView& v, const SweepWords& sw, int hits, PhiloxKey key) {
 #ifdef QFTML_HAVE_AVX512
-  return ising_row_avx512<Homog>(v, sweep, hits, key);
+  return ising_row_avx512<Homog>(v, sw, hits, key);
 #else
-  return ising_row_portable<Homog>(v, sweep, hits, key);
+  return ising_row_portable<Homog>(v, sw, hits, key);
 #endif
 }
 
@@ -442,18 +490,18 @@ struct QuarticProposal {
 // `hits` independence Metropolis-Hastings steps from the QuarticProposal at x; accepted with
 // min(1, f(x') g(x) / (f(x) g(x'))). For beta = 0 the proposal is exact and always accepted.
 inline double quartic_conditional_update(double x, double alpha, double beta, double j, int hits,
-                                         uint64_t site, uint32_t sweep, PhiloxKey key,
+                                         uint64_t site, const SweepWords& sw, PhiloxKey key,
                                          int64_t* accepted) {
   const QuarticProposal g(alpha, beta, j);
   auto log_f = [&](double y) { const double y2 = y * y; return -alpha * y2 - beta * y2 * y2 + j * y; };
   double log_ratio_x = log_f(x) - g.log_density(x);
   for (int hit = 0; hit < hits; ++hit) {
-    uint32_t c0 = static_cast<uint32_t>(site), c1 = static_cast<uint32_t>(site >> 32);
-    uint32_t c2 = sweep, c3 = static_cast<uint32_t>(hit);
-    philox4x32_10(c0, c1, c2, c3, key.k0, key.k1);
-    const double y = g.draw(uniform32_open(c0), uniform32_open(c1), uniform32_open(c2));
+    uint32_t c[4];
+    site_counter(site, static_cast<uint32_t>(hit), sw, c);
+    philox4x32_10(c[0], c[1], c[2], c[3], key.k0, key.k1);
+    const double y = g.draw(uniform32_open(c[0]), uniform32_open(c[1]), uniform32_open(c[2]));
     const double log_ratio_y = log_f(y) - g.log_density(y);
-    if (beta <= 0.0 || uniform32_open(c3) < std::exp(std::fmin(0.0, log_ratio_y - log_ratio_x))) {
+    if (beta <= 0.0 || uniform32_open(c[3]) < std::exp(std::fmin(0.0, log_ratio_y - log_ratio_x))) {
       x = y;
       log_ratio_x = log_ratio_y;
       ++*accepted;
@@ -463,15 +511,15 @@ inline double quartic_conditional_update(double x, double alpha, double beta, do
 }
 
 template <bool Homog>
-inline int64_t heatbath_row(const RowView& v, const double* __restrict J, uint32_t sweep, int hits,
-                            PhiloxKey key) {
+inline int64_t independence_row(const RowView& v, const double* __restrict J, const SweepWords& sw, int hits,
+                                PhiloxKey key) {
   int64_t accepted = 0;
   for (int64_t k = 0; k < v.n; ++k) {
     const double a = Homog ? v.a0 : v.a[k];
     const double b = Homog ? v.b0 : v.b[k];
     const double r = Homog ? v.r0 : v.r[k];
     v.phi[k] = quartic_conditional_update(v.phi[k], a, b, J[k] - r, hits,
-                                          v.gidx0 + 2 * static_cast<uint64_t>(k), sweep, key, &accepted);
+                                          v.gidx0 + 2 * static_cast<uint64_t>(k), sw, key, &accepted);
   }
   return accepted;
 }

@@ -12,6 +12,7 @@
 //                            explicit request, small volumes)
 //   scatter(global, root)    the inverse of gather
 //   parity(p)                the padded array of parity p (see checkerboard_layout.hpp)
+//   bytes()                  memory of the two arrays and of its halo exchange
 #pragma once
 #include <vector>
 
@@ -38,6 +39,7 @@ class Field {
     if (!corners_fresh_) const_cast<Field*>(this)->exchange_halos();
   }
   std::vector<double> gather(int root) const;
+  size_t bytes() const { return (data_[0].capacity() + data_[1].capacity()) * sizeof(double) + halo_.bytes(); }
   void scatter(const double* global, int root);
 
  private:

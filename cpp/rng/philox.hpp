@@ -5,11 +5,20 @@
 //   rng_key(seed, purpose)        the key of one stream purpose for one seed
 //   uniform52(hi, lo)             a double in [0, 1) from two words (52 random mantissa bits)
 //   uniform32_open(w)             a double in (0, 1) from one word
+//   SweepWords, sweep_words(sweep), site_counter(site, draw, sw, c)   the counter of a draw of
+//                                 the site updates (layout below); kMaxCounterSites, kMaxDraws
 //   Philox8, philox4x32_10_x8<U>, uniform52_x8   (AVX-512 builds only, QFTML_HAVE_AVX512) the
 //                                 same blocks for U x 8 counters at once, one per 64-bit lane
 //
-// The counter of a draw is (global site index lo, hi, sweep, draw), so a draw depends only on
-// where and when it is made, never on which rank makes it: chains are decomposition independent.
+// The counter of a draw depends only on where and when it is made (global site index, sweep,
+// draw), never on which rank makes it: chains are decomposition independent. Site updates use
+//     word 0 = site[0:32]   word 1 = site[32:48] | sweep[48:64] << 16
+//     word 2 = sweep[0:32]  word 3 = draw[0:16]  | sweep[32:48] << 16
+// (site < 2^48, draw < 2^16): all 64 bits of the sweep index, so streams never repeat. For
+// sweep < 2^32 and site < 2^32 this is (site, 0, sweep, draw), the counter of ensemble format
+// version 1 (which dropped sweep[32:64]), so every chain of version 1 continues bit for bit.
+// The cluster updates use (index[0:48], draw in word 1's high half, sweep lo, sweep hi) under their
+// own keys (cluster/bonds.hpp, cluster/wolff.cpp); the initial field (site, 0, 0, 0).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -24,7 +33,7 @@ namespace qftml {
 enum class RngPurpose : uint32_t {
   initial_field = 1,
   metropolis = 2,
-  heatbath = 3,
+  independence = 3,  // the independence sampler (called heatbath before format version 2)
   ising = 4,
   cluster_bonds = 5,  // embedded-Ising bonds: counter (link index, sweep)
   cluster_coins = 6,  // cluster flips: counter (cluster label, sweep)
@@ -65,6 +74,31 @@ inline double uniform52(uint32_t hi, uint32_t lo) {
   const uint64_t bits =
       0x3FF0000000000000ull | ((static_cast<uint64_t>(hi) << 20) ^ (static_cast<uint64_t>(lo) >> 12));
   return __builtin_bit_cast(double, bits) - 1.0;  // memcpy here would block vectorisation
+}
+
+// Global site indices and draws per site and sweep the counter layout has room for.
+constexpr uint64_t kMaxCounterSites = uint64_t(1) << 48;
+constexpr int64_t kMaxDraws = int64_t(1) << 16;
+
+// The sweep-dependent parts of a site-update counter, computed once per row.
+struct SweepWords {
+  uint64_t site_bits;  // sweep[48:64] << 48: or-ed into the site index (lands in word 1's high half)
+  uint32_t word2;      // sweep[0:32]
+  uint32_t draw_bits;  // sweep[32:48] << 16: or-ed into the draw (word 3's high half)
+};
+
+inline SweepWords sweep_words(uint64_t sweep) {
+  return SweepWords{(sweep >> 48) << 48, static_cast<uint32_t>(sweep),
+                    static_cast<uint32_t>((sweep >> 32) & 0xFFFFu) << 16};
+}
+
+// The four counter words of draw `draw` at global site `site` in the sweep of `sw`.
+inline void site_counter(uint64_t site, uint32_t draw, const SweepWords& sw, uint32_t c[4]) {
+  const uint64_t s = site | sw.site_bits;
+  c[0] = static_cast<uint32_t>(s);
+  c[1] = static_cast<uint32_t>(s >> 32);
+  c[2] = sw.word2;
+  c[3] = draw | sw.draw_bits;
 }
 
 inline double uniform32_open(uint32_t w) { return (static_cast<double>(w) + 0.5) * 2.3283064365386963e-10; }

@@ -18,8 +18,15 @@ Sampler::Sampler(const Action& action, Field& field, uint64_t seed, Algorithm al
       step_(step) {
   if (&field.geometry() != &action.geometry())
     throw std::invalid_argument("field and action live on different Lattice objects");
-  if (hits < 1) throw std::invalid_argument("hits must be >= 1, got " + std::to_string(hits));
+  if (hits < 1 || hits >= kMaxDraws)
+    throw std::invalid_argument("hits must be >= 1 and < " + std::to_string(kMaxDraws) +
+                                " (the draw field of the RNG counter), got " + std::to_string(hits));
+  // Site counters hold 48 bits of the global site index, the cluster bonds' of the link index.
+  if (static_cast<uint64_t>(action.geometry().global_volume()) * static_cast<uint64_t>(action.n_links()) >
+      kMaxCounterSites)
+    throw std::invalid_argument("the lattice is too large for the RNG counters (volume x links must be <= 2^48)");
   set_step(step);
+  build_stencils();
   build_colours();
   streaming_ = colours_.size() == 2;
   if (streaming_) build_stream();
@@ -61,29 +68,47 @@ constexpr int kMaxPipelinedSweeps = 4;
 
 }  // namespace
 
-RowView Sampler::make_view(int p, int64_t base, int c, uint64_t gbase, int64_t k0, int64_t k1) const {
-  RowView v;
-  const int64_t at = base + k0;
-  v.n = k1 - k0;
-  v.phi = field_.parity(p) + at;
-  v.a = action_.a(p) + at;
-  v.b = action_.b(p) + at;
-  v.r = action_.r(p) + at;
-  v.a0 = action_.a0(), v.b0 = action_.b0(), v.r0 = action_.r0();
-  v.gidx0 = gbase + 2 * static_cast<uint64_t>(k0);
-  int t = 0;
-  for (int l = 0; l < action_.n_links(); ++l) {
-    const NeighbourShift& fw = action_.shift(l, c, +1);
-    const NeighbourShift& bw = action_.shift(l, c, -1);
-    v.nb_phi[t] = field_.parity(p ^ fw.dparity) + at + fw.delta;
-    v.nb_coup[t] = action_.coupling(l, p) + at;  // link (x, x+e) is stored at x
-    v.coup0[t++] = action_.coupling0(l);
-    v.nb_phi[t] = field_.parity(p ^ bw.dparity) + at + bw.delta;
-    v.nb_coup[t] = action_.coupling(l, p ^ bw.dparity) + at + bw.delta;  // link (x-e, x) at x-e
-    v.coup0[t++] = action_.coupling0(l);
-  }
-  v.n_terms = t;
-  return v;
+// Stencil 2 p + c: the rows of parity p with offset c. A neighbour x +- e_l of such a row's site
+// at flat i is at i + delta in parity p ^ dparity; link (x, x+e) is stored at x, (x-e, x) at x-e.
+void Sampler::build_stencils() {
+  for (int p = 0; p < 2; ++p)
+    for (int c = 0; c < 2; ++c) {
+      RowStencil& s = stencils_[2 * p + c];
+      s.phi = field_.parity(p);
+      s.a = action_.a(p), s.b = action_.b(p), s.r = action_.r(p);
+      s.a0 = action_.a0(), s.b0 = action_.b0(), s.r0 = action_.r0();
+      int t = 0;
+      for (int l = 0; l < action_.n_links(); ++l) {
+        const NeighbourShift& fw = action_.shift(l, c, +1);
+        const NeighbourShift& bw = action_.shift(l, c, -1);
+        s.nb_phi[t] = field_.parity(p ^ fw.dparity), s.nb_phi_delta[t] = fw.delta;
+        s.nb_coup[t] = action_.coupling(l, p), s.nb_coup_delta[t] = 0;
+        s.coup0[t++] = action_.coupling0(l);
+        s.nb_phi[t] = field_.parity(p ^ bw.dparity), s.nb_phi_delta[t] = bw.delta;
+        s.nb_coup[t] = action_.coupling(l, p ^ bw.dparity), s.nb_coup_delta[t] = bw.delta;
+        s.coup0[t++] = action_.coupling0(l);
+      }
+      s.n_terms = t;
+    }
+}
+
+// Sites k0 ... k1-1 of the row of parity p, offset c, whose k = 0 is at flat `base`.
+RowSegment Sampler::segment(int p, int64_t base, int c, uint64_t gbase, int64_t k0, int64_t k1) const {
+  RowSegment g;
+  g.at = base + k0;
+  g.gidx0 = gbase + 2 * static_cast<uint64_t>(k0);
+  g.n = static_cast<int32_t>(k1 - k0);
+  g.stencil = 2 * p + c;
+  return g;
+}
+
+size_t Sampler::table_bytes() const {
+  size_t n = 0;
+  for (const Colour& col : colours_) n += col.interior.capacity() + col.boundary.capacity();
+  const Stream& st = stream_;
+  n += st.first.capacity() + st.second.capacity() + st.second_late.capacity() + st.second_rows.capacity();
+  return sizeof(stencils_) + n * sizeof(RowSegment) + st.second_begin.capacity() * sizeof(int64_t) +
+         J_.capacity() * sizeof(double);
 }
 
 void Sampler::build_colours() {
@@ -116,36 +141,40 @@ void Sampler::build_colours() {
     const int64_t k_lo = inner_local ? 0 : (c == 0 ? 1 : 0);
     const int64_t k_hi = inner_local ? half : (c == 0 ? half : half - 1);
     if (edge_row || k_lo >= k_hi) {
-      col.boundary.push_back(make_view(p, base, c, gbase, 0, half));
+      col.boundary.push_back(segment(p, base, c, gbase, 0, half));
       return;
     }
-    col.interior.push_back(make_view(p, base, c, gbase, k_lo, k_hi));
-    if (k_lo > 0) col.boundary.push_back(make_view(p, base, c, gbase, 0, k_lo));
-    if (k_hi < half) col.boundary.push_back(make_view(p, base, c, gbase, k_hi, half));
+    col.interior.push_back(segment(p, base, c, gbase, k_lo, k_hi));
+    if (k_lo > 0) col.boundary.push_back(segment(p, base, c, gbase, 0, k_lo));
+    if (k_hi < half) col.boundary.push_back(segment(p, base, c, gbase, k_hi, half));
   });
 }
 
-void Sampler::update_segments(const RowView* views_begin, size_t n_views, uint64_t sweep_number) {
-  const uint32_t sweep = static_cast<uint32_t>(sweep_number);
+void Sampler::update_segments(const RowSegment* segments, size_t n_segments, uint64_t sweep) {
+  const SweepWords sw = sweep_words(sweep);
   const bool homog = action_.homogeneous();
-  const RowView* const views_end = views_begin + n_views;
+  const RowSegment* const end = segments + n_segments;
   // Metropolis and spin-flip kernels compute the local field themselves (one pass over memory).
   if (action_.field_type() == FieldType::ising) {
     const PhiloxKey key = rng_key(seed_, static_cast<uint32_t>(RngPurpose::ising));
-    for (const RowView* v = views_begin; v != views_end; ++v)
-      accepted_ += homog ? ising_row<true>(*v, sweep, hits_, key) : ising_row<false>(*v, sweep, hits_, key);
+    for (const RowSegment* g = segments; g != end; ++g) {
+      const RowView v = row_view(stencils_[g->stencil], *g);
+      accepted_ += homog ? ising_row<true>(v, sw, hits_, key) : ising_row<false>(v, sw, hits_, key);
+    }
   } else if (algorithm_ == Algorithm::metropolis) {
     const PhiloxKey key = rng_key(seed_, static_cast<uint32_t>(RngPurpose::metropolis));
-    for (const RowView* v = views_begin; v != views_end; ++v)
-      accepted_ += homog ? metropolis_row<true>(*v, sweep, hits_, step_, key)
-                         : metropolis_row<false>(*v, sweep, hits_, step_, key);
+    for (const RowSegment* g = segments; g != end; ++g) {
+      const RowView v = row_view(stencils_[g->stencil], *g);
+      accepted_ += homog ? metropolis_row<true>(v, sw, hits_, step_, key) : metropolis_row<false>(v, sw, hits_, step_, key);
+    }
   } else {
-    const PhiloxKey key = rng_key(seed_, static_cast<uint32_t>(RngPurpose::heatbath));
+    const PhiloxKey key = rng_key(seed_, static_cast<uint32_t>(RngPurpose::independence));
     double* J = J_.data();
-    for (const RowView* v = views_begin; v != views_end; ++v) {
-      if (homog) local_field<true>(*v, J);
-      else local_field<false>(*v, J);
-      accepted_ += homog ? heatbath_row<true>(*v, J, sweep, hits_, key) : heatbath_row<false>(*v, J, sweep, hits_, key);
+    for (const RowSegment* g = segments; g != end; ++g) {
+      const RowView v = row_view(stencils_[g->stencil], *g);
+      if (homog) local_field<true>(v, J);
+      else local_field<false>(v, J);
+      accepted_ += homog ? independence_row<true>(v, J, sw, hits_, key) : independence_row<false>(v, J, sw, hits_, key);
     }
   }
 }
@@ -188,13 +217,13 @@ void Sampler::one_sweep_streaming() {
   double t0 = MPI_Wtime();
   for (int64_t r = 0; r < rows; ++r) {
     update_segments(&st.first[r], 1, sweep_index_);
-    if (inner_local) HaloExchange::copy_local_row(phi0, st.first_base[r], half);
-    if (r >= delay) update_segments(st.second[r - delay]);
+    if (inner_local) HaloExchange::copy_local_row(phi0, st.first[r].at, half);
+    if (r >= delay) update_stream_row(r - delay);
   }
   update_seconds_ += MPI_Wtime() - t0;
   halo_.start(phi0);
   t0 = MPI_Wtime();
-  for (int64_t r = std::max<int64_t>(0, rows - delay); r < rows; ++r) update_segments(st.second[r]);
+  for (int64_t r = std::max<int64_t>(0, rows - delay); r < rows; ++r) update_stream_row(r);
   update_seconds_ += MPI_Wtime() - t0;
   halo_.finish(phi0);
   t0 = MPI_Wtime();
@@ -218,13 +247,11 @@ void Sampler::build_stream() {
   layout.for_each_row([&](int p, int64_t base, int c, const int* x) {
     const uint64_t gbase = row_global_base(g, c, x);
     if (p == 0) {
-      st.first.push_back(make_view(0, base, c, gbase, 0, half));
-      st.first_base.push_back(base);
+      st.first.push_back(segment(0, base, c, gbase, 0, half));
       return;
     }
-    st.second_rows.push_back(make_view(1, base, c, gbase, 0, half));
-    st.second_base.push_back(base);
-    std::vector<RowView>& early = st.second.emplace_back();
+    st.second_rows.push_back(segment(1, base, c, gbase, 0, half));
+    st.second_begin.push_back(static_cast<int64_t>(st.second.size()));
     // Outer neighbours in the ghost layer: after colour 0's halo (copied or received).
     bool edge_row = false;
     for (int mu = 0; mu < inner; ++mu) edge_row = edge_row || x[mu] == 0 || x[mu] == layout.local(mu) - 1;
@@ -232,13 +259,14 @@ void Sampler::build_stream() {
     const int64_t k_lo = inner_local ? 0 : (c == 0 ? 1 : 0);
     const int64_t k_hi = inner_local ? half : (c == 0 ? half : half - 1);
     if (edge_row || k_lo >= k_hi) {
-      st.second_late.push_back(make_view(1, base, c, gbase, 0, half));
+      st.second_late.push_back(segment(1, base, c, gbase, 0, half));
       return;
     }
-    early.push_back(make_view(1, base, c, gbase, k_lo, k_hi));
-    if (k_lo > 0) st.second_late.push_back(make_view(1, base, c, gbase, 0, k_lo));
-    if (k_hi < half) st.second_late.push_back(make_view(1, base, c, gbase, k_hi, half));
+    st.second.push_back(segment(1, base, c, gbase, k_lo, k_hi));
+    if (k_lo > 0) st.second_late.push_back(segment(1, base, c, gbase, 0, k_lo));
+    if (k_hi < half) st.second_late.push_back(segment(1, base, c, gbase, k_hi, half));
   });
+  st.second_begin.push_back(static_cast<int64_t>(st.second.size()));
   const int64_t rows = static_cast<int64_t>(st.first.size());
   st.hold = any_remote ? std::min<int64_t>(rows, (kOverlapSites + half - 1) / half) : 0;
 }
@@ -293,8 +321,9 @@ void Sampler::pipelined_sweeps(int k) {
   const int stages = 2 * k;
   const auto run = [&](int q, int64_t j) {
     const int c = q & 1;
-    update_segments(c ? &st.second_rows[j] : &st.first[j], 1, s0 + q / 2);
-    HaloExchange::copy_local_row(phi[c], c ? st.second_base[j] : st.first_base[j], half);
+    const RowSegment& row = c ? st.second_rows[j] : st.first[j];
+    update_segments(&row, 1, s0 + q / 2);
+    HaloExchange::copy_local_row(phi[c], row.at, half);
   };
   double t0 = MPI_Wtime();
   for (int64_t r = 0; r < L; ++r)

@@ -14,8 +14,9 @@
 //   set_streaming(on)     two-colour sweeps in streaming order (default) or colour order; the
 //                         chain is identical, the memory traffic is not (tests compare the two)
 //   cluster()             the cluster update (null without one): its counters and timers
-//   sweep_index()         sweeps done so far; it is the RNG counter, so a chain restarts from
-//                         (field, sweep_index, step) alone, on any number of ranks
+//   sweep_index()         sweeps done so far; it is the RNG counter (all 64 bits), so a chain
+//                         restarts from (field, sweep_index, step) alone, on any number of ranks
+//   table_bytes(), halo_bytes()   memory of the row tables and of the halo buffers (this rank)
 //
 // A sweep updates the colours in a fixed order. Colours are independent sets: the two parities
 // for nearest-neighbour actions, the 2^d sublattices x mod 2 when diagonal links are present.
@@ -37,7 +38,9 @@
 
 namespace qftml {
 
-enum class Algorithm { metropolis = 0, heatbath = 1 };
+// independence: the independence Metropolis-Hastings sampler of kernels/site_updates.hpp (named
+// heatbath before ensemble format version 2; the bindings still accept that name).
+enum class Algorithm { metropolis = 0, independence = 1 };
 
 class Sampler {
  public:
@@ -72,28 +75,39 @@ class Sampler {
     halo_.reset_timers();
     if (cluster_) cluster_->reset_timers();
   }
+  // Memory on this rank: the row tables (stencils, segments) and the halo index lists and buffers.
+  size_t table_bytes() const;
+  size_t halo_bytes() const { return halo_.bytes(); }
 
  private:
+  // Row segments (24 bytes each, kernels/site_updates.hpp) over four shared stencils, one per
+  // (parity p, row offset c): stencil index 2 p + c.
   struct Colour {
     int parity;
-    std::vector<RowView> interior, boundary;
+    std::vector<RowSegment> interior, boundary;
   };
   // Two-colour streaming order: row r of colour 0, then row r - delay of colour 1.
   struct Stream {
     int64_t lag = 0;   // colour-1 row r reads colour-0 rows up to r + lag (one x_0 slab)
     int64_t hold = 0;  // colour-1 rows kept back to overlap colour 0's halo exchange
-    std::vector<RowView> first;                // colour 0: one view per row, row order
-    std::vector<int64_t> first_base;           // flat index of k = 0 of those rows
-    std::vector<std::vector<RowView>> second;  // colour 1 per row: sites needing no colour-0 ghost
-    std::vector<RowView> second_late;          // colour-1 sites next to colour-0 ghosts
-    std::vector<RowView> second_rows;          // colour 1: one view per row (two-sweep pipeline)
-    std::vector<int64_t> second_base;
+    std::vector<RowSegment> first;        // colour 0: one segment per row, row order (at = row base)
+    std::vector<RowSegment> second;       // colour 1, sites needing no colour-0 ghost, rows in order:
+    std::vector<int64_t> second_begin;    //   row r's are second[second_begin[r] .. second_begin[r+1])
+    std::vector<RowSegment> second_late;  // colour-1 sites next to colour-0 ghosts
+    std::vector<RowSegment> second_rows;  // colour 1: one segment per row (two-sweep pipeline)
   };
   void build_colours();
   void build_stream();
-  RowView make_view(int p, int64_t base, int c, uint64_t gbase, int64_t k0, int64_t k1) const;
-  void update_segments(const RowView* views, size_t n, uint64_t sweep);
-  void update_segments(const std::vector<RowView>& views) { update_segments(views.data(), views.size(), sweep_index_); }
+  void build_stencils();
+  RowSegment segment(int p, int64_t base, int c, uint64_t gbase, int64_t k0, int64_t k1) const;
+  void update_segments(const RowSegment* segments, size_t n, uint64_t sweep);
+  void update_segments(const std::vector<RowSegment>& segments) {
+    update_segments(segments.data(), segments.size(), sweep_index_);
+  }
+  void update_stream_row(int64_t r) {  // colour 1's early segments of row r
+    const Stream& st = stream_;
+    update_segments(st.second.data() + st.second_begin[r], st.second_begin[r + 1] - st.second_begin[r], sweep_index_);
+  }
   void one_sweep();
   void one_sweep_by_colour();
   void one_sweep_streaming();
@@ -111,6 +125,7 @@ class Sampler {
   double step_;
   uint64_t sweep_index_ = 0;
   int64_t accepted_ = 0, proposed_ = 0, global_accepted_ = 0, global_proposed_ = 0;
+  RowStencil stencils_[4];
   std::vector<Colour> colours_;
   Stream stream_;
   bool streaming_ = false;
