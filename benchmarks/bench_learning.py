@@ -4,7 +4,7 @@
     mpiexec -n N .venv/bin/python benchmarks/bench_learning.py --row   one row (N ranks, one domain)
 
 Setup: 64^2 lattice, inhomogeneous S (w, a, b per site/link) learning the homogeneous phi^4 target,
-100 samples per epoch, 2 heat-bath sweeps between samples, 5 sweeps after each update; the first
+100 samples per epoch, 2 independence-sampler sweeps between samples, 5 sweeps after each update; the first
 epoch (thermalisation) is not timed. "gradient" is the densities of S and A, the local sums and
 (with the Fisher preconditioner) the site blocks; "communication" is the allreduce per batch and
 per epoch (plus the halo refresh when A has links S lacks); "sampling" is the rest (sweeps).
@@ -31,7 +31,7 @@ def row(epochs=5, precondition="fisher"):
     model = L.Model(lat, start, b_floor=1e-3)
     target = qftml.Action.homogeneous(lat)
     trainer = L.Trainer(model, target, O.SGD(1e-4), comms, seed=1, samples=100, sweeps_between=2,
-                        thermalize=20, thermalize_after_update=5, algorithm="heatbath", precondition=precondition)
+                        thermalize=20, thermalize_after_update=5, algorithm="independence", precondition=precondition)
     trainer.run_epoch()
     keys = ("sampling", "gradient", "communication", "total")
     acc = np.zeros(4)

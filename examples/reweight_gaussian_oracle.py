@@ -3,7 +3,7 @@ reweighted to a complex mass a -> a + i c along c, and to a real mass along da.
 
     .venv/bin/python examples/reweight_gaussian_oracle.py [--out docs/img] [--n 4000] [--L 8]
 
-S = -w sum_nn phi phi + a sum phi^2 with w = 0.25, a = 1 (heat bath, engine in memory). Exact:
+S = -w sum_nn phi phi + a sum phi^2 with w = 0.25, a = 1 (independence sampler, engine in memory). Exact:
 <phi^2>_A = G_A(0) and the average phase Z_A / Z_{Re A} from qftml.exact.gaussian (complex a continued
 analytically). Writes reweight_gaussian_complex_mass.png and reweight_gaussian_mass.png with the
 exact curves, error bands and flagged (unreliable) points, and prints the tables.
@@ -27,7 +27,7 @@ W, A = 0.25, 1.0
 def sample(L, n, seed=1):
     lat = qftml.Lattice((L, L))
     act = qftml.Action(lat, W, A, 0.0, 0.0)
-    s = qftml.Sampler(act, seed=seed, algorithm="heatbath")
+    s = qftml.Sampler(act, seed=seed, algorithm="independence")
     s.thermalize(500)
     recs = []
     for _ in range(n):

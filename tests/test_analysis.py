@@ -100,7 +100,7 @@ def test_gaussian_ensemble_matches_exact(tmp_path, comm):
     a = (mu2 + 4 * kappa) / 2
     lat = qftml.Lattice(shape, comm=comm)
     act = qftml.Action.homogeneous(lat, kappa=kappa, mu2=mu2, lam=0.0)
-    s = qftml.Sampler(act, seed=11, algorithm="heatbath")
+    s = qftml.Sampler(act, seed=11, algorithm="independence")
     s.sweep(50)
     path = shared_tmp(tmp_path, comm) + "/gauss.h5"
     write_ensemble(path, s, n_records=4000)
@@ -136,7 +136,7 @@ def test_gaussian_ensemble_matches_exact(tmp_path, comm):
     for x in [(0, 0), (1, 0), (0, 1), (2, 3), (8, 4)]:
         sm = summarize(gamma(g[(slice(None),) + x]))
         assert within(sm, G[x]), x
-    # taus are reported and sensible for a heatbath chain
+    # taus are reported and sensible for an independence-sampler chain
     assert 0.4 < res["observables"]["sum_phi2"]["tau_int"] < 10
 
 
@@ -144,7 +144,7 @@ def test_binning_keeps_mean_and_error():
     shape = (8, 12)
     lat = qftml.Lattice(shape, comm=MPI.COMM_SELF)
     act = qftml.Action.homogeneous(lat, kappa=1.0, mu2=0.3, lam=0.0)
-    s = qftml.Sampler(act, seed=3, algorithm="heatbath")
+    s = qftml.Sampler(act, seed=3, algorithm="independence")
     s.sweep(20)
     recs = []
     for _ in range(4000):

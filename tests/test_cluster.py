@@ -200,7 +200,7 @@ def test_labelling_is_exact_on_every_process_grid(comm, extra):
 CHAIN_CASES = [  # shape, extra, field, homogeneous, local algorithm, cluster_every
     ((8, 16), [], "real", True, "metropolis", 1),
     ((8, 16), [(1, 1), (1, -1)], "real", False, "metropolis", 2),
-    ((8, 16), [], "real", False, "heatbath", 1),
+    ((8, 16), [], "real", False, "independence", 1),
     ((8, 16), [(1, 1), (1, -1)], "ising", False, "metropolis", 1),
     ((4, 8, 8), [(1, 0, 1)], "real", False, "metropolis", 3),
 ]

@@ -164,3 +164,21 @@ def test_help_lists_only_commands_this_version_has(capsys):
     for name in set(cli.COMMANDS) - set(have):   # planned: named in the contract, not advertised
         assert cli.main([name, "x.toml"]) == 2
         assert "planned command" in capsys.readouterr().err
+
+
+def test_renamed_choice_is_accepted_with_a_note(capsys):
+    """sampler.algorithm = "heatbath" (the independence sampler's old name) still validates."""
+    out = validate({"sampler": {"algorithm": "heatbath"}}, {"sampler": SAMPLER})
+    assert out["sampler"]["algorithm"] == "independence"
+    assert "sampler.algorithm = 'heatbath' is deprecated, use 'independence'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="allowed: 'metropolis', 'independence'"):
+        validate({"sampler": {"algorithm": "heat-bath"}}, {"sampler": SAMPLER})
+
+
+def test_resume_comparison_takes_the_old_algorithm_name_for_the_new():
+    from qftml.io.checkpoints import physics_differences
+
+    old = {"sampler": {"algorithm": "heatbath", "seed": 1}}
+    assert physics_differences(old, {"sampler": {"algorithm": "independence", "seed": 1}}) == []
+    assert physics_differences(old, {"sampler": {"algorithm": "metropolis", "seed": 1}}) == [
+        "sampler.algorithm: checkpoint 'independence', config 'metropolis'"]

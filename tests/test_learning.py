@@ -50,7 +50,7 @@ def test_mc_gradient_matches_exact_gaussian_gradient():
     est_t = L.GradientEstimator(tied, target, comms, fisher=True)
     est_u = L.GradientEstimator(untied, target, comms, batch_bytes=64 * 8 * 3 * 17)  # several batches
     act = tied.action()
-    sampler = qftml.Sampler(act, seed=3, algorithm="heatbath")
+    sampler = qftml.Sampler(act, seed=3, algorithm="independence")
     sampler.thermalize(100)
     est_t.begin(act, shift=12.0)
     est_u.begin(untied.action())
@@ -84,7 +84,7 @@ def test_bound_estimate_matches_exact_and_lies_above_f_a():
     target = qftml.Action(lat, WA, AA, 0.0, 0.0)
     est = L.GradientEstimator(model, target, comms)
     act = model.action()
-    sampler = qftml.Sampler(act, seed=8, algorithm="heatbath")
+    sampler = qftml.Sampler(act, seed=8, algorithm="independence")
     sampler.thermalize(50)
     est.begin(act)
     for _ in range(2000):
@@ -93,7 +93,7 @@ def test_bound_estimate_matches_exact_and_lies_above_f_a():
     res = est.finish()
     a_minus_s, a_minus_s_err = errors.mean_error(-res.series, "A_minus_S")
     f_s = FE.free_energy_ti(lat, model.local_couplings(), nodes=6, samples=400, thermalize=50,
-                            algorithm="heatbath", seed=4)
+                            algorithm="independence", seed=4)
     f, df = FE.variational_bound(a_minus_s, a_minus_s_err, f_s)
     f_exact = exact_bound(SHAPE, ws, as_, WA, AA)
     f_a = -exact.gaussian_log_z(SHAPE, WA, AA)
@@ -113,7 +113,7 @@ def test_learning_a_gaussian_target_from_random_inhomogeneous_couplings():
     assert np.ptp(model.params["w"]) > 0.3
     target = qftml.Action(lat, wa, aa, 0.0, 0.0)
     trainer = L.Trainer(model, target, O.SGD(0.2), comms, seed=1, samples=100, thermalize=50,
-                        thermalize_after_update=5, algorithm="heatbath")
+                        thermalize_after_update=5, algorithm="independence")
     first = trainer.run_epoch()
     for _ in range(299):
         last = trainer.run_epoch()
@@ -255,7 +255,7 @@ CONFIG = """
 [lattice]
 shape = [8, 8]
 [sampler]
-algorithm = "heatbath"
+algorithm = "independence"
 thermalize = 20
 seed = 3
 [target]
@@ -448,7 +448,7 @@ def test_comparison_of_two_chains_of_a_gaussian_action_matches_the_exact_propaga
     comms = make_communicators(MPI.COMM_SELF, 1)
     comms.connect(lat)
     act = qftml.Action(lat, WA, AA, 0.0, 0.0)
-    table = compare_observables(lat, act, act, 1500, 1, {"seed": 2, "algorithm": "heatbath", "hits": 1, "step": 1.0,
+    table = compare_observables(lat, act, act, 1500, 1, {"seed": 2, "algorithm": "independence", "hits": 1, "step": 1.0,
                                                           "thermalize": 50}, comms)
     g = exact.gaussian_propagator(SHAPE, WA, AA)
     for name, want in (("phi2", g[0, 0]), ("link_nn", g[1, 0])):
@@ -480,3 +480,54 @@ def test_random_couplings_do_not_depend_on_the_process_grid():
     solo = L.random_couplings(qftml.Lattice((8, 12), comm=MPI.COMM_SELF), 7, ranges, extra_offsets=[[1, 1], [1, -1]])
     for fam in ("w", "g", "a"):
         np.testing.assert_array_equal(local[fam], solo[fam][lat.local_slices])
+
+
+class _NumpyPathEstimator(L.GradientEstimator):
+    """The per-configuration step as it was before the fused pass (five density arrays, numpy sums)."""
+
+    def _fill_row(self, field, row):
+        dens = self.action_s.gradient_densities(field)
+        s_c, a_c = self.action_s.couplings(), self.target.couplings()
+        a_dens = self.target.gradient_densities(field)
+        value = lambda c, dn: sum(float(np.vdot(c[f], dn[f])) for f in dn if dn[f].size)  # noqa: E731
+        for fam, tied, _, lo, hi in self.columns:
+            row[lo:hi] = dens[fam].sum() if tied else dens[fam].ravel()
+        return value(s_c, dens) - value(a_c, a_dens)
+
+
+@pytest.mark.parametrize("learn, tied", [(("w", "g", "a", "b", "r"), ()), (("w", "g", "a", "b"), ("w", "b")),
+                                         (("a", "r"), ("a", "r"))])
+def test_fused_density_pass_equals_the_numpy_path(learn, tied):
+    """Action.density_row: untied densities bit for bit those of gradient_densities, tied sums and
+    S - A equal to rounding; the whole estimator (with Fisher blocks) agrees with the old path."""
+    shape = (8, 12)
+    lat = qftml.Lattice(shape, comm=MPI.COMM_SELF)
+    comms = make_communicators(MPI.COMM_SELF, 1)
+    x = np.add.outer(np.arange(8), 0.3 * np.arange(12))
+    couplings = {"w": np.stack([0.3 + 0.02 * np.sin(x), 0.3 + 0.02 * np.cos(x)], axis=-1), "g": 0.05,
+                 "a": 1.3 + 0.1 * np.cos(x), "b": 0.2 + 0.01 * np.sin(x), "r": 0.05 * np.sin(2 * x)}
+    model = L.Model(lat, couplings, learn=learn, tied=tied, extra_offsets=qftml.engine.action.NNN_2D)
+    target = qftml.Action(lat, 0.35, 1.25, 0.22, 0.01)  # no diagonal links: A's value needs no g
+    act = model.action()
+    sampler = qftml.Sampler(act, seed=9, algorithm="independence")
+    sampler.thermalize(20)
+    new, old = (cls(model, target, comms, batch_bytes=8 * 3 * 600, fisher=True)
+                for cls in (L.GradientEstimator, _NumpyPathEstimator))
+    new.begin(act, shift=1.0), old.begin(act, shift=1.0)
+    row_new, row_old = np.empty(new.width), np.empty(new.width)
+    for _ in range(30):
+        sampler.sweep(1)
+        d_new, d_old = new._fill_row(sampler.field, row_new), old._fill_row(sampler.field, row_old)
+        assert d_new == pytest.approx(d_old, rel=1e-12, abs=1e-10)
+        for fam, t, _, lo, hi in new.columns:
+            if t:
+                assert row_new[lo] == pytest.approx(row_old[lo], rel=1e-12, abs=1e-12)
+            else:
+                assert np.array_equal(row_new[lo:hi], row_old[lo:hi]), fam
+        new.add(sampler.field), old.add(sampler.field)
+    a, b = new.finish(), old.finish()
+    for fam in learn:
+        np.testing.assert_allclose(a.grads[fam], b.grads[fam], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(a.fisher_site, b.fisher_site, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(a.fisher_tied, b.fisher_tied, rtol=1e-9, atol=1e-12)
+    assert a.mean_s_minus_a == pytest.approx(b.mean_s_minus_a, rel=1e-12)

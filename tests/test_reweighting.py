@@ -1,7 +1,7 @@
 """Reweighting (DESIGN 1.4, issue 5): Gaussian oracles, S -> S identity, phi^4 vs direct simulation,
 flags for unreliable points, bad input, and the `qftml reweight` command end to end.
 
-Ensembles are generated here with the engine (heat bath on 8x8 lattices); tolerances are 4 sigma
+Ensembles are generated here with the engine (independence sampler on 8x8 lattices); tolerances are 4 sigma
 of the Gamma-method errors (autocorrelation aware), combined in quadrature with the direct
 simulation's error where two Monte Carlo results are compared. Tests marked mpi reduce over the
 ranks (A - S from each rank's hyperslab of the configurations) and run on 1, 2 and 4 ranks.
@@ -27,7 +27,7 @@ W0, A0 = 0.25, 1.0          # Gaussian S: K(0) = 2 a - 4 w = 1
 NSIG = 4.0
 
 
-def sample_chain(shape, couplings, n, seed, extra_offsets=(), field="real", algorithm="heatbath", every=1,
+def sample_chain(shape, couplings, n, seed, extra_offsets=(), field="real", algorithm="independence", every=1,
                  keep_configs=True, comm=None):
     """n configurations of the action `couplings` (scalars) and their observables.
 
@@ -292,7 +292,7 @@ def test_file_hyperslab_route_inhomogeneous_s_matches_in_memory(tmp_path):
     w = W0 + 0.02 * rng.random(SHAPE + (2,))
     lat = qftml.Lattice(SHAPE, comm=comm)
     act = qftml.Action.from_global(lat, {"w": w, "a": a})
-    s = qftml.Sampler(act, seed=4, algorithm="heatbath")
+    s = qftml.Sampler(act, seed=4, algorithm="independence")
     s.thermalize(200)
     blocks = np.empty((300,) + lat.local_shape)   # exact comparisons: no statistics needed
     for i in range(300):

@@ -238,7 +238,7 @@ def test_gaussian_ensemble_matches_exact_propagator(tmp_path):
     from qftml.ensemble_generation import load_sample_config, run_sample
 
     free = CONFIG.replace("lam = 0.5", "lam = 0.0").replace("mu2 = 0.1", "mu2 = 0.4")
-    cfg = write_config(str(tmp_path), "free", text=free.replace("[sampler]", '[sampler]\nalgorithm = "heatbath"'))
+    cfg = write_config(str(tmp_path), "free", text=free.replace("[sampler]", '[sampler]\nalgorithm = "independence"'))
     cfg = load_sample_config(cfg, ["sampler.sweeps=1000", "sampler.checkpoint_every=0"], MPI.COMM_SELF)
     assert run_sample(cfg, quiet=True, comm=MPI.COMM_SELF) == 0
     _, obs, attrs = load(str(tmp_path / "free.h5"))
@@ -335,3 +335,44 @@ def test_missing_output_directory_is_created(tmp_path):
     r = qftml([cfg, "--set", f"output.path={json.dumps(str(target))}", "--set", "sampler.sweeps=10"], ranks=None)
     assert r.returncode == 0, r.stderr
     assert target.exists()
+
+
+def _as_format_1(h5_path):
+    """Rewrite a file and its checkpoint as format 1 wrote them: algorithm 'heatbath', version 1."""
+    from qftml.io.checkpoints import physics_hash
+
+    for path, version in ((h5_path, True), (h5_path + ".ckpt", False)):
+        with h5py.File(path, "r+") as f:
+            physics = json.loads(f.attrs["physics"])
+            physics["sampler"]["algorithm"] = "heatbath"
+            f.attrs["physics"] = json.dumps(physics)
+            f.attrs["physics_hash"] = physics_hash(physics)
+            if version:
+                f.attrs["format_version"] = 1
+
+
+def test_format_1_chain_with_the_old_algorithm_name_resumes_bit_for_bit(tmp_path):
+    """Format 2 keeps the RNG streams below sweep 2^32 and renames heatbath -> independence: a chain
+    written by format 1 continues as the same chain (the old name in the config gets a note), the
+    file becomes format 2; a format-1 chain past sweep 2^32 (its streams repeated) is refused."""
+    d = str(tmp_path)
+    text = CONFIG.replace("[sampler]", '[sampler]\nalgorithm = "independence"')
+    ref = write_config(d, "ref", text=text)
+    assert qftml([ref], ranks=0).returncode == 0
+    old = write_config(d, "old", text=text.replace('"independence"', '"heatbath"'))
+    r = qftml([old, "--set", "sampler.sweeps=50"], ranks=0)
+    assert r.returncode == 0 and "sampler.algorithm = 'heatbath' is deprecated, use 'independence'" in r.stderr
+    _as_format_1(os.path.join(d, "old.h5"))
+    with h5py.File(os.path.join(d, "old.h5.ckpt"), "r+") as f:
+        sweep_index = int(f.attrs["sweep_index"])
+        f.attrs["sweep_index"] = 2 ** 32
+    r = qftml([old, "--resume"], ranks=0)
+    assert r.returncode == 2 and "format 1" in r.stderr and "repeat after 2^32 sweeps" in r.stderr, r.stderr
+    with h5py.File(os.path.join(d, "old.h5.ckpt"), "r+") as f:
+        f.attrs["sweep_index"] = sweep_index
+    r = qftml([old, "--resume"], ranks=0)
+    assert r.returncode == 0, r.stderr
+    assert_same_chain(load(os.path.join(d, "ref.h5")), load(os.path.join(d, "old.h5")))
+    attrs = load(os.path.join(d, "old.h5"))[2]
+    assert int(attrs["format_version"]) == 2 and json.loads(attrs["physics"])["sampler"]["algorithm"] == "independence"
+    assert json.loads(attrs["sampler"])["algorithm"] == "independence"

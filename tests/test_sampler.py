@@ -50,12 +50,12 @@ CASES = [
     ((8, 16), [], "metropolis", "real", True),
     ((8, 16), [], "metropolis", "real", False),
     ((8, 16), [(1, 1), (1, -1)], "metropolis", "real", False),
-    ((8, 16), [], "heatbath", "real", False),
-    ((8, 16), [(1, 1), (1, -1)], "heatbath", "real", True),
+    ((8, 16), [], "independence", "real", False),
+    ((8, 16), [(1, 1), (1, -1)], "independence", "real", True),
     ((8, 16), [], "metropolis", "ising", True),
     ((8, 16), [(1, 1), (1, -1)], "metropolis", "ising", False),
     ((4, 8, 8), [], "metropolis", "real", False),
-    ((4, 8, 8), [(1, 0, 1)], "heatbath", "real", False),
+    ((4, 8, 8), [(1, 0, 1)], "independence", "real", False),
 ]
 
 
@@ -115,7 +115,7 @@ def chi2_pvalue(samples, alpha, beta, j):
 
 
 @pytest.mark.parametrize("alpha, beta, j", SITE_PARAMS + [(0.7, 0.0, 0.5), (-3.0, 0.4, 0.2)])
-def test_heatbath_1d_update_samples_the_quartic_density(alpha, beta, j):
+def test_independence_1d_update_samples_the_quartic_density(alpha, beta, j):
     x, acceptance = qftml._core.quartic_chain(alpha, beta, j, 200_000, 5)
     assert chi2_pvalue(x[::5], alpha, beta, j) > 1e-4  # thinned: acceptance is high, tau ~ 1
     assert acceptance > 0.5
@@ -124,7 +124,7 @@ def test_heatbath_1d_update_samples_the_quartic_density(alpha, beta, j):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("algorithm, hits, thin", [("metropolis", 4, 4), ("heatbath", 1, 1)])
+@pytest.mark.parametrize("algorithm, hits, thin", [("metropolis", 4, 4), ("independence", 1, 1)])
 def test_single_site_updates_leave_the_conditional_invariant(comm, algorithm, hits, thin):
     # With w = 0 every site is an independent 1D system exp(-a x^2 - b x^4 - r x), so the chain of
     # each site must sample exactly that density. Each (a, b, r) sits on several sites and ranks.
@@ -160,7 +160,7 @@ def mean_with_error(samples, name):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("algorithm", ["metropolis", "heatbath"])
+@pytest.mark.parametrize("algorithm", ["metropolis", "independence"])
 def test_gaussian_propagator_on_non_square_lattice(comm, algorithm):
     shape, kappa, mu2 = (8, 12), 1.0, 0.6
     a = 0.5 * (mu2 + 4 * kappa)
@@ -209,12 +209,12 @@ def test_ising_4x4_against_enumeration(comm, beta, h):
 
 STREAMING_CASES = [
     ((8, 16), "metropolis", "real", False),
-    ((16, 8), "heatbath", "real", True),
+    ((16, 8), "independence", "real", True),
     ((8, 16), "metropolis", "ising", False),
     ((64, 8), "metropolis", "real", False),  # 2D, >= 8 local rows: several sweeps pipelined per pass
     ((32, 16), "metropolis", "ising", True),
     ((4, 8, 8), "metropolis", "real", False),
-    ((4, 4, 4, 8), "heatbath", "real", False),
+    ((4, 4, 4, 8), "independence", "real", False),
 ]
 
 
@@ -305,3 +305,16 @@ def test_pipelined_sweeps_cross_2_to_the_32():
         assert s.sweep_index == 2 ** 32 + 2
         fields.append(s.field.local)
     assert np.array_equal(*fields)
+
+
+def test_old_name_heatbath_warns_and_is_the_independence_sampler():
+    lat = qftml.Lattice((8, 8), MPI.COMM_SELF)
+    act = qftml.Action.homogeneous(lat, kappa=0.9, mu2=-0.5, lam=0.7)
+    new = qftml.Sampler(act, seed=5, algorithm="independence")
+    with pytest.warns(DeprecationWarning, match="'heatbath' is deprecated, use 'independence'"):
+        old = qftml.Sampler(act, seed=5, algorithm="heatbath")
+    assert old.algorithm == "independence"
+    new.sweep(3), old.sweep(3)
+    assert np.array_equal(new.field.local, old.field.local)
+    with pytest.raises(ValueError, match="'metropolis', 'independence'"):
+        qftml.Sampler(act, seed=5, algorithm="heat-bath")

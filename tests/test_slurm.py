@@ -418,7 +418,7 @@ def test_example_pipeline_sweep_then_analyses(cluster, tmp_path):
 LEARN_CONFIG = """[lattice]
 shape = [8, 8]
 [sampler]
-algorithm = "heatbath"
+algorithm = "independence"
 thermalize = 20
 seed = 3
 [target]

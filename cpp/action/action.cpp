@@ -129,14 +129,20 @@ void Action::validate() {
   }
 }
 
-double Action::action(const Field& field) const {
-  // Fixed-point sum of per-site terms: the same bits on every process grid (reproducible_sum.hpp).
-  const int n_links = this->n_links();
+// Fixed-point sum over this block of the per-site terms of S, row by row; row_terms(p, c, i0, phi,
+// link values) sees each row (i0: natural index of its k = 0 site, link l's products phi_x phi_{x+e_l}
+// in lk[l]) so density_row can write densities in the same pass.
+template <class RowTerms>
+fixed128 Action::action_rows(const Field& field, RowTerms&& row_terms) const {
+  const int d = geometry_.dim(), n_links = this->n_links();
   const int64_t n = layout_.half_row();
   if (n_extra() > 0) field.ensure_corner_ghosts();
+  std::vector<int64_t> nat_stride(d, 1);
+  for (int mu = d - 2; mu >= 0; --mu) nat_stride[mu] = nat_stride[mu + 1] * layout_.local(mu + 1);
   fixed128 total = 0;
   std::vector<double> s(n);
-  layout_.for_each_row([&](int p, int64_t base, int c, const int*) {
+  std::vector<const double*> nbs(n_links);
+  layout_.for_each_row([&](int p, int64_t base, int c, const int* x) {
     const double* __restrict phi = field.parity(p) + base;
     const double* __restrict a = a_[p].data() + base;
     const double* __restrict b = b_[p].data() + base;
@@ -150,10 +156,67 @@ double Action::action(const Field& field) const {
       const double* __restrict nb = field.parity(p ^ fw.dparity) + base + fw.delta;
       const double* __restrict w = links_[l][p].data() + base;
       for (int64_t k = 0; k < n; ++k) s[k] -= w[k] * (phi[k] * nb[k]);
+      nbs[l] = nb;
     }
+    int64_t i0 = c;
+    for (int mu = 0; mu < d - 1; ++mu) i0 += x[mu] * nat_stride[mu];
+    row_terms(i0, phi, nbs.data());
     total += sum_fixed(s.data(), n);
   });
+  return total;
+}
+
+double Action::action(const Field& field) const {
+  // Fixed-point sum of per-site terms: the same bits on every process grid (reproducible_sum.hpp).
+  fixed128 total = action_rows(field, [](int64_t, const double*, const double* const*) {});
   allreduce_fixed(&total, 1, geometry_.comm());
+  return from_fixed(total);
+}
+
+double Action::local_action(const Field& field) const {
+  return from_fixed(action_rows(field, [](int64_t, const double*, const double* const*) {}));
+}
+
+// The densities are those of gradient_densities bit for bit; tied sums are fixed-point sums.
+double Action::density_row(const Field& field, const std::vector<DensityColumns>& columns, double* row,
+                           int64_t row_size) const {
+  const int d = geometry_.dim(), n_extra = this->n_extra(), n_links = this->n_links();
+  const int64_t V = geometry_.local_volume(), n = layout_.half_row();
+  const int64_t width[5] = {d, n_extra, 1, 1, 1};
+  int64_t start[5] = {-1, -1, -1, -1, -1};
+  bool tied[5] = {};
+  for (const DensityColumns& col : columns) {
+    if (col.family < 0 || col.family > 4) throw std::invalid_argument("density family must be 0..4 (w, g, a, b, r)");
+    const int64_t size = col.tied ? 1 : V * width[col.family];
+    if (col.start < 0 || col.start + size > row_size)
+      throw std::invalid_argument("density columns of family " + std::to_string(col.family) + " do not fit the row");
+    start[col.family] = col.start, tied[col.family] = col.tied;
+  }
+  fixed128 tied_sum[5] = {};
+  std::vector<double> t(n);
+  auto put = [&](int f, int64_t i0, int64_t stride, int64_t offset, auto&& value) {
+    if (start[f] < 0) return;
+    if (tied[f]) {
+      for (int64_t k = 0; k < n; ++k) t[k] = value(k);
+      tied_sum[f] += sum_fixed(t.data(), n);
+    } else {
+      double* __restrict out = row + start[f] + offset;
+      for (int64_t k = 0; k < n; ++k) out[(i0 + 2 * k) * stride] = value(k);
+    }
+  };
+  const fixed128 total = action_rows(field, [&](int64_t i0, const double* phi, const double* const* nbs) {
+    for (int l = 0; l < n_links; ++l) {
+      const double* nb = nbs[l];
+      const auto link = [&](int64_t k) { return -phi[k] * nb[k]; };
+      if (l < d) put(0, i0, d, l, link);
+      else put(1, i0, n_extra, l - d, link);
+    }
+    put(2, i0, 1, 0, [&](int64_t k) { return phi[k] * phi[k]; });
+    put(3, i0, 1, 0, [&](int64_t k) { return phi[k] * phi[k] * phi[k] * phi[k]; });
+    put(4, i0, 1, 0, [&](int64_t k) { return phi[k]; });
+  });
+  for (int f = 0; f < 5; ++f)
+    if (start[f] >= 0 && tied[f]) row[start[f]] = from_fixed(tied_sum[f]);
   return from_fixed(total);
 }
 

@@ -9,7 +9,11 @@
 //       checkerboard ordered with ghosts; rejects non-normalisable couplings on every rank
 //   action(field)                 global S (collective; face ghosts must be fresh, as they are
 //                                 after sweeps; edge/corner ghosts are refreshed if needed)
+//   local_action(field)           S on this rank's block (not reduced; fixed-point sum as in action)
 //   gradient_densities(field, ...)  dS/dw, dS/dg, dS/da, dS/db, dS/dr per site, natural order
+//   density_row(field, columns, row, size)   one fused pass for learning: the densities of the
+//                                 families in `columns` written into one preallocated row (tied
+//                                 families: their local sum), returns local_action(field)
 //   get_couplings(...)            the couplings back in natural order
 //   shift(l, c, dir)              where the neighbour x +- e_l lives (flat delta, parity change)
 //   bytes()                       memory of the coupling arrays (stored per site even when homogeneous)
@@ -17,6 +21,7 @@
 #include <array>
 #include <vector>
 
+#include "comms/reproducible_sum.hpp"
 #include "geometry/checkerboard_layout.hpp"
 #include "geometry/geometry.hpp"
 #include "lattice/field.hpp"
@@ -24,6 +29,14 @@
 namespace qftml {
 
 enum class FieldType { real = 0, ising = 1 };
+
+// A block of columns of Action::density_row: family 0..4 = w, g, a, b, r, from row[start]; per
+// site in natural order (w: V x d, g: V x n_extra, a, b, r: V), or, tied, one local sum.
+struct DensityColumns {
+  int family;
+  bool tied;
+  int64_t start;
+};
 
 class Action {
  public:
@@ -49,6 +62,9 @@ class Action {
   const NeighbourShift& shift(int l, int c, int dir) const { return shifts_[l][c][dir > 0 ? 1 : 0]; }
 
   double action(const Field& field) const;
+  double local_action(const Field& field) const;
+  double density_row(const Field& field, const std::vector<DensityColumns>& columns, double* row,
+                     int64_t row_size) const;
   void gradient_densities(const Field& field, double* dw, double* dg, double* da, double* db,
                           double* dr) const;
   void get_couplings(double* w, double* g, double* a, double* b, double* r) const;
@@ -61,6 +77,8 @@ class Action {
 
  private:
   void validate();
+  template <class RowTerms>
+  fixed128 action_rows(const Field& field, RowTerms&& row_terms) const;
 
   const Geometry& geometry_;
   CheckerboardLayout layout_;

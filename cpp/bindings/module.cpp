@@ -182,6 +182,19 @@ PYBIND11_MODULE(_core, m) {
                                return o;
                              })
       .def("action", &Action::action, py::arg("field"), py::call_guard<py::gil_scoped_release>())
+      .def("local_action", &Action::local_action, py::arg("field"), py::call_guard<py::gil_scoped_release>())
+      .def(
+          "density_row",  // columns: [(family 0..4, tied, start)]; row: writable contiguous float64
+          [](const Action& act, const Field& f, const std::vector<std::tuple<int, bool, int64_t>>& cols,
+             py::array_t<double, py::array::c_style> row) {
+            std::vector<DensityColumns> c;
+            for (const auto& [fam, tied, start] : cols) c.push_back(DensityColumns{fam, tied, start});
+            double* out = row.mutable_data();
+            const int64_t size = row.size();
+            py::gil_scoped_release release;
+            return act.density_row(f, c, out, size);
+          },
+          py::arg("field"), py::arg("columns"), py::arg("row"))
       .def("gradient_densities",
            [](const Action& act, const Field& f) {
              const Geometry& g = act.geometry();

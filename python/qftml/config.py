@@ -1,7 +1,8 @@
 """TOML configurations: parsing, `--set` overrides and validation before any work.
 
 Exports:
-    Spec(kind, default=REQUIRED, choices=None, min=None, max=None, help="")   one key's contract
+    Spec(kind, default=REQUIRED, choices=None, min=None, max=None, help="", renamed=None)   one key's
+                                      contract; renamed {old value: new value}: accepted with a printed note
     ConfigError                       bad configuration; its message names every bad key
     load_config(path, schema, overrides=(), comm=None) -> dict   validated config, defaults filled
     read_raw_config(path, overrides=()) -> dict   the TOML with overrides, not validated
@@ -28,6 +29,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +54,7 @@ class Spec:
     max: float | None = None
     help: str = ""
     min_exclusive: bool = field(default=False)
+    renamed: dict | None = None
 
 
 LATTICE = {
@@ -69,7 +72,9 @@ ACTION = {
     "g": Spec("float", 0.0, help="coupling of the extra links"),
 }
 SAMPLER = {
-    "algorithm": Spec("str", "metropolis", choices=("metropolis", "heatbath")),
+    "algorithm": Spec("str", "metropolis", choices=("metropolis", "independence"), renamed={"heatbath": "independence"},
+                      help="metropolis (step tuned while thermalising) or independence (independence "
+                           "Metropolis-Hastings from a fit to the single-site conditional; was 'heatbath')"),
     "sweeps": Spec("int", 1000, min=1, help="sweeps after thermalisation"),
     "thermalize": Spec("int", 1000, min=0, help="thermalisation sweeps (Metropolis step tuned here)"),
     "every": Spec("int", 1, min=1, help="sweeps between stored configurations"),
@@ -135,6 +140,10 @@ def _check_value(name, value, spec):
     bad = _non_finite(value)
     if bad is not None:
         return None, f"{name} = {bad!r} is not a finite number"
+    if spec.renamed and value in spec.renamed:
+        print(f"note: {name} = {value!r} is deprecated, use {spec.renamed[value]!r} (the same sampler; "
+              f"the old name will go)", file=sys.stderr, flush=True)
+        value = spec.renamed[value]
     if spec.choices is not None and value not in spec.choices:
         return None, f"{name} = {value!r} is not allowed (allowed: {', '.join(map(repr, spec.choices))})"
     if spec.kind in ("int", "float"):

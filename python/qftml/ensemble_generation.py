@@ -38,7 +38,7 @@ from qftml.collective import failure_policy, on_root
 from qftml.progress import Progress
 from qftml.config import (ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, check_cluster, check_outputs,
                           check_sweeps, load_config, output_problems)
-from qftml.io.ensembles import (EnsembleFileError, EnsembleWriter, choose_write_path, io_error_message,
+from qftml.io.ensembles import (FORMAT_VERSION, EnsembleFileError, EnsembleWriter, choose_write_path, io_error_message,
                                is_io_failure, observable_layout, read_attrs, stack_observables)
 from qftml.io.locking import hold_output, release_output
 
@@ -248,6 +248,7 @@ def _run_locked(cfg, resume, quiet, comm, lattice, action, physics, digest):
         old_attrs = _on_root(comm, lambda: read_attrs(out_path))
         if old_attrs.get("physics_hash") != state["physics_hash"]:
             raise ConfigError(f"cannot resume: {out_path} was written by a different chain than checkpoint {ckpt_path}")
+        _check_resumable_version(out_path, old_attrs, state)
     try:
         return _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, state, block, old_attrs)
     except (OSError, RuntimeError) as e:
@@ -275,6 +276,16 @@ def _close_quietly(writer):
         gc.collect()
     finally:
         sys.stderr = saved
+
+
+def _check_resumable_version(out_path, old_attrs, state):
+    """Files of format 1 continue as format 2: their RNG counters are the same below sweep 2^32
+    (format 1 dropped the high 32 bits of the sweep index, so beyond it its streams repeated)."""
+    version = int(old_attrs.get("format_version", 1))
+    if version < 2 and int(state["sweep_index"]) >= 2 ** 32:
+        raise ConfigError(f"cannot resume: {out_path} is of ensemble format {version}, whose random streams "
+                          f"repeat after 2^32 sweeps, and its chain is at sweep {state['sweep_index']}; "
+                          f"start a new chain")
 
 
 def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, state, block, old_attrs):
@@ -322,8 +333,11 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
     runs.append({"start": stamp(comm), "end": "", "n_ranks": comm.size, "process_grid": list(lattice.grid),
                  "write_path": write_path, "first_sweep": sampler.sweep_index, "first_record": writer.n_records,
                  "exit": "running"})
+    # A resumed file takes this run's names (physics agreed up to renames, e.g. heatbath -> independence)
+    # and format: format-1 files continue bit for bit (_check_resumable_version).
     writer.set_attrs(process_grid=np.array(lattice.grid, dtype=np.int64), n_ranks=comm.size,
-                     write_path=write_path, runs=runs, sampler=cfg["sampler"], config=cfg)
+                     write_path=write_path, runs=runs, sampler=cfg["sampler"], config=cfg, physics=physics,
+                     physics_hash=physics_hash(physics), format_version=FORMAT_VERSION)
     updates = s_cfg["algorithm"] + (f" + {s_cfg['cluster']} every {s_cfg['cluster_every']}"
                                     if s_cfg["cluster"] != "none" else "")
     log(comm, f"{'resuming' if resume else 'starting'} {out_path}: lattice {list(lattice.shape)} on "

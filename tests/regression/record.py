@@ -69,7 +69,7 @@ def h5_digest(path, groups):
 LEARN = """[lattice]
 shape = [8, 8]
 [sampler]
-algorithm = "heatbath"
+algorithm = "independence"
 thermalize = 50
 seed = 1
 [target]
@@ -146,8 +146,9 @@ def record():
     out = {}
     out["chain/metropolis_16x16"] = chain((16, 16))
     out["chain/metropolis_hits3"] = chain((16, 16), hits=3)
-    out["chain/heatbath"] = chain((16, 16), algorithm="heatbath")
-    out["chain/heatbath_hits2"] = chain((16, 16), algorithm="heatbath", hits=2)
+    # keys of df196fb, when the independence sampler was called heatbath
+    out["chain/heatbath"] = chain((16, 16), algorithm="independence")
+    out["chain/heatbath_hits2"] = chain((16, 16), algorithm="independence", hits=2)
     out["chain/ising"] = chain((16, 16), field="ising")
     out["chain/nnn"] = chain((16, 16), extra="nnn")
     out["chain/h"] = chain((16, 16), h=0.2)

@@ -9,6 +9,8 @@ Exports:
     Action(lattice, w, a, b, r, g=None, extra_offsets=(), field="real")   local arrays or scalars
     Action.homogeneous(lattice, kappa, mu2, lam, h=0, field="real", extra="nnn"|offsets, g=0)
     Action.from_global(lattice, couplings, ...)      slices this rank's block of global arrays
+    .action(field)  .local_action(field)  .gradient_densities(field)  .couplings()
+    .density_row(field, columns, row) -> local S   the densities of a learning step in one pass
     homogeneous_couplings(ndim, kappa, mu2, lam, h)  the scalar (w, a, b, r)
     NNN_2D                                          the 2D diagonal offsets (1,1), (1,-1)
 """
@@ -86,6 +88,19 @@ class Action:
     def action(self, field: Field) -> float:
         """Global S(phi) (collective). The field's ghosts must be fresh (they are after sweeps)."""
         return self._core.action(field._core)
+
+    def local_action(self, field: Field) -> float:
+        """S on this rank's block (not a collective; the global S is the sum over ranks)."""
+        return self._core.local_action(field._core)
+
+    def density_row(self, field: Field, columns, row: np.ndarray) -> float:
+        """One fused pass: the densities of `columns` [(family, tied, start)] into the contiguous
+        float64 array `row` (family in FAMILIES; per site in natural order from row[start], w and g
+        with their link index last, or, tied, the local sum at row[start]); returns local_action.
+        The densities are gradient_densities' bit for bit; nothing is allocated."""
+        if row.dtype != np.float64 or not row.flags.c_contiguous or not row.flags.writeable:
+            raise ValueError("density_row needs a writable C-contiguous float64 row")
+        return self._core.density_row(field._core, [(FAMILIES.index(f), bool(t), int(s)) for f, t, s in columns], row)
 
     def gradient_densities(self, field: Field) -> dict:
         """dS/dtheta per site, local block: w (-phi_x phi_{x+mu}), g, a (phi^2), b (phi^4), r (phi)."""

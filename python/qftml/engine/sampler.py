@@ -3,15 +3,20 @@
 Exports:
     Sampler(action, seed, algorithm="metropolis", hits=1, step=1.0, start="hot", field=None,
             cluster="none", cluster_every=1)
+    ALGORITHMS           ("metropolis", "independence")
+    canonical_algorithm(name) -> str  the name, with the old "heatbath" mapped to "independence"
+                                      (DeprecationWarning)
     CLUSTER_ALGORITHMS   ("none", "swendsen-wang", "wolff")
     cluster_summary(counts) -> dict   clusters_per_update, mean_cluster_size, flip_fraction of
                                       summed counts {updates, clusters, sites, flipped}
 
 Algorithms: "metropolis" (phi' = phi + step (2u - 1), `hits` per site, step tuned only in
-thermalize) and "heatbath" (exact draw from the single-site conditional). `ising` actions always
-use spin-flip Metropolis. Random numbers are counter based (Philox-4x32-10 at global site index,
-sweep, hit), so a chain is the same bit for bit on any number of ranks and any process grid, and
-(field, sweep_index, step) is a complete checkpoint.
+thermalize) and "independence" (independence Metropolis-Hastings: proposals from a Gaussian
+mixture fitted to the whole single-site conditional, exact and always accepted for lam = 0;
+called "heatbath" before ensemble format 2, a name still accepted with a DeprecationWarning).
+`ising` actions always use spin-flip Metropolis. Random numbers are counter based (Philox-4x32-10
+at global site index, all 64 bits of the sweep index, hit), so a chain is the same bit for bit on
+any number of ranks and any process grid, and (field, sweep_index, step) is a complete checkpoint.
 
 Cluster updates (DESIGN 1.2b) flip the signs of embedded-Ising clusters: "swendsen-wang" (every
 cluster, any process grid, the same chain on all of them) or "wolff" (one single cluster per
@@ -20,12 +25,28 @@ local sweep and is part of it: sweep_index, `every` and checkpoints keep their m
 """
 from __future__ import annotations
 
+import warnings
+
 from qftml import _core
 from qftml.engine.action import Action
 from qftml.engine.lattice import Field
 from qftml.engine.observables import measure
 
+ALGORITHMS = ("metropolis", "independence")
+RENAMED_ALGORITHMS = {"heatbath": "independence"}
 CLUSTER_ALGORITHMS = ("none", "swendsen-wang", "wolff")
+
+
+def canonical_algorithm(name: str, stacklevel: int = 2) -> str:
+    """The algorithm's current name; an old name gives a DeprecationWarning, an unknown one ValueError."""
+    if name in RENAMED_ALGORITHMS:
+        new = RENAMED_ALGORITHMS[name]
+        warnings.warn(f"sampler algorithm {name!r} is deprecated, use {new!r} (the same sampler: an independence "
+                      f"Metropolis-Hastings update, not a heat bath)", DeprecationWarning, stacklevel=stacklevel + 1)
+        return new
+    if name not in ALGORITHMS:
+        raise ValueError(f"sampler algorithm must be one of {', '.join(map(repr, ALGORITHMS))}, got {name!r}")
+    return name
 CLUSTER_COUNTS = ("updates", "clusters", "sites", "flipped")
 
 
@@ -52,6 +73,7 @@ class Sampler:
                              f"{action.lattice.size}); use 'swendsen-wang'")
         if not isinstance(cluster_every, int) or cluster_every < 1:
             raise ValueError(f"cluster_every must be an integer >= 1, got {cluster_every!r}")
+        algorithm = canonical_algorithm(algorithm)
         self._core = _core.Sampler(action._core, self.field._core, seed, algorithm, int(hits), float(step),
                                    cluster, int(cluster_every))
         self.algorithm = algorithm

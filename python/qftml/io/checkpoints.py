@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qftml.engine.sampler import RENAMED_ALGORITHMS
 from qftml.io.ensembles import (BlockFile, EnsembleFileError, _collective, _decode, _encode, _h5open,
                                 choose_write_path, fsync_path)
 
@@ -68,10 +69,13 @@ def physics_hash(physics: dict) -> str:
 
 
 def physics_differences(old: dict, new: dict, prefix="") -> list:
-    """Every key whose value differs between two (nested) physics descriptions."""
+    """Every key whose value differs between two (nested) physics descriptions; an algorithm under
+    its old name (a checkpoint of format 1: "heatbath") equals its new name."""
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if key == "algorithm" and isinstance(a, str):
+            a = RENAMED_ALGORITHMS.get(a, a)
         if isinstance(a, dict) and isinstance(b, dict):
             out += physics_differences(a, b, prefix + key + ".")
         elif a != b:

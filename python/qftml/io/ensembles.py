@@ -53,7 +53,7 @@ import h5py
 import numpy as np
 
 FORMAT = "qftml-ensemble"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: RNG counters use all 64 bits of the sweep; "independence" was "heatbath" (docs/ensembles.md)
 SUPPORTED_FORMAT_VERSIONS = (1, 2)
 SCALAR_OBSERVABLES = ("M", "m", "abs_m", "m2", "m4", "sum_phi2", "sum_phi4", "action", "sum_links_nn")
 _TAG = 7301  # MPI tag of hyperslab transfers to rank 0

@@ -35,7 +35,7 @@ import numpy as np
 from mpi4py import MPI
 
 from qftml.collective import Communicators
-from qftml.engine.action import FAMILIES, Action
+from qftml.engine.action import Action
 from qftml.learning.model import Model
 
 
@@ -135,21 +135,11 @@ class GradientEstimator:
                               for fam, tied, shape, *_ in self.columns if not tied]
         self.n_sites = model.lattice.local_volume
         self.batch = max(1, min(1024, batch_bytes // (8 * max(self.width, 1))))
-        if target is None:  # no target: S - A := 0, only the means and the Fisher blocks are wanted
-            self.target_couplings, self.reuse_densities = None, True
-            return
-        self.target_couplings = {k: np.asarray(v) for k, v in target.couplings().items()}
-        # (links of A that S lacks, e.g. nnn diagonals, read corner ghosts: the engine refreshes
-        # them itself when A is evaluated on a field sampled with face-only exchanges)
-        # if A's links are S's links (same order), A's local value uses S's densities: one call less
-        a_extra = [tuple(e) for e in target.offsets[model.lattice.ndim:]]
-        self.reuse_densities = not a_extra or a_extra == [tuple(e) for e in model.extra_offsets]
-        if self.reuse_densities and not a_extra:
-            self.target_couplings.pop("g", None)
+        # the engine's fused pass fills one buffer row per configuration (Action.density_row)
+        self.density_columns = [(fam, tied, lo) for fam, tied, _, lo, _ in self.columns]
 
     def begin(self, action_s: Action, shift: float = 0.0) -> None:
         self.action_s = action_s
-        self.s_couplings = {k: np.asarray(v) for k, v in action_s.couplings().items()}
         self.shift = float(shift)
         self.buffer = np.empty((self.batch, self.width))
         self.local_d = np.empty(self.batch)
@@ -165,12 +155,6 @@ class GradientEstimator:
         self.sum_tied_outer = np.zeros((len(self.tied_cols),) * 2) if self.fisher else None
         self.sum_tied = np.zeros(len(self.tied_cols))
 
-    @staticmethod
-    def _local_value(couplings, dens):
-        # S = sum_i theta_i dS/dtheta_i: S is linear in its couplings
-        return sum(float(np.vdot(couplings[f], dens[f])) for f in FAMILIES
-                   if f in dens and f in couplings and dens[f].size)
-
     def add(self, field) -> None:
         t0 = time.perf_counter()
         self.local_d[self.k] = self._fill_row(field, self.buffer[self.k])
@@ -181,19 +165,10 @@ class GradientEstimator:
 
     def _fill_row(self, field, row) -> float:
         """The learned densities of S of one configuration into `row` (tied: local sums) and the
-        local value of S - A. The one place where the engine's fused pass (fill a preallocated row,
-        return the local action value) replaces the five density arrays of gradient_densities."""
-        dens = self.action_s.gradient_densities(field)
-        if self.target is None:
-            for fam, tied, _, lo, hi in self.columns:
-                row[lo:hi] = dens[fam].sum() if tied else dens[fam].ravel()
-            return 0.0
-        s_loc = self._local_value(self.s_couplings, dens)
-        a_dens = dens if self.reuse_densities else self.target.gradient_densities(field)
-        a_loc = self._local_value(self.target_couplings, a_dens)
-        for fam, tied, _, lo, hi in self.columns:
-            row[lo:hi] = dens[fam].sum() if tied else dens[fam].ravel()
-        return s_loc - a_loc
+        local value of S - A (0 without a target): one pass of the engine over the field for S (no
+        arrays allocated), one for the local value of A."""
+        s_loc = self.action_s.density_row(field, self.density_columns, row)
+        return 0.0 if self.target is None else s_loc - self.target.local_action(field)
 
     def _flush(self) -> None:
         if self.k == 0:
