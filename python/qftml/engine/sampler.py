@@ -9,6 +9,7 @@ Exports:
     CLUSTER_ALGORITHMS   ("none", "swendsen-wang", "wolff")
     cluster_summary(counts) -> dict   clusters_per_update, mean_cluster_size, flip_fraction of
                                       summed counts {updates, clusters, sites, flipped}
+    Sampler.memory() -> dict          bytes of field, action, tables, halos, clusters on this rank
 
 Algorithms: "metropolis" (phi' = phi + step (2u - 1), `hits` per site, step tuned only in
 thermalize) and "independence" (independence Metropolis-Hastings: proposals from a Gaussian
@@ -153,6 +154,17 @@ class Sampler:
         c = self._core.cluster_seconds()
         if c is not None:
             out.update({f"cluster_{k}": v for k, v in c.items()})
+        return out
+
+    def memory(self) -> dict:
+        """Bytes on this rank: the field (two padded parity arrays and its halo buffers), the action's
+        coupling arrays, the sampler's row tables and halo buffers, the cluster machinery, and the
+        total per local site (docs/engine.md, "Memory")."""
+        lat = self.action.lattice
+        out = {"field": self.field._core.bytes, "action": self.action._core.bytes,
+               **{f"sampler_{k}": v for k, v in self._core.memory_bytes().items()},
+               "cluster": int(round(self._core.cluster_bytes_per_site * lat.local_volume))}
+        out["per_site"] = sum(out.values()) / lat.local_volume
         return out
 
     @property
