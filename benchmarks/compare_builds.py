@@ -1,6 +1,7 @@
 """Two builds of the engine against each other: is a change to the kernels slower?
 
     python benchmarks/compare_builds.py OLD_DIR NEW_DIR [--repeats 7] [--seconds 1.0] [--cases ...]
+    python benchmarks/compare_builds.py OLD_DIR NEW_DIR --memory [--shapes 256x256 32x32x32x32 ...]
 
 OLD_DIR and NEW_DIR each hold a built `_core*.so` (e.g. build/cp311-*/ of two checkouts). Each
 runs in its own worker process (two extension modules named _core cannot share one); the driver
@@ -9,9 +10,13 @@ and step, so both see the same machine state. A block is `n` sweeps timed by pro
 a machine shared with other jobs, wall time measures the neighbours); `n` is chosen once so that
 a block takes about --seconds. Reported per case: ns per site update of each build (medians) and
 the ratio new / old, the median over the pairs of neighbouring blocks (< 1: the new build is faster).
+With --memory: bytes per local site that constructing the Action, the Field, a Metropolis Sampler
+and a Swendsen-Wang Sampler adds to the resident set (a fresh process per build and shape), and
+the engine's own accounting (Sampler.memory) where the build has it.
 
 Exports:
     CASES        {name: (shape, algorithm, inhomogeneous, extra)}
+    memory_worker(core_dir, shape)   prints the RSS growth (and the accounting) as JSON
     main()
 """
 from __future__ import annotations
@@ -38,20 +43,58 @@ CASES = {
 }
 
 
-def worker(core_dir: str) -> None:
-    """Line protocol on stdin/stdout: 'case NAME' builds the chain, 'run N' times N sweeps."""
+def load_core(core_dir: str):
+    """The extension module _core of the build in core_dir (one per process)."""
     import glob
     import importlib.machinery
     import importlib.util
-
-    import numpy as np
-    from mpi4py import MPI
 
     path = glob.glob(os.path.join(core_dir, "_core*.so"))[0]
     loader = importlib.machinery.ExtensionFileLoader("_core", path)
     spec = importlib.util.spec_from_file_location("_core", path, loader=loader)
     core = importlib.util.module_from_spec(spec)
     loader.exec_module(core)
+    return core
+
+
+def memory_worker(core_dir: str, spec: str) -> None:
+    import numpy as np
+    from mpi4py import MPI
+
+    core = load_core(core_dir)
+
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    shape = [int(x) for x in spec.split("x")]
+    v, d, n = tuple(shape), len(shape), float(np.prod(shape))
+    lat = core.Lattice(shape, MPI.COMM_SELF, [])
+    r0 = rss()
+    act = core.Action(lat, "real", [], np.ones(v + (d,)), np.zeros(v + (0,)), np.full(v, 1.5), np.full(v, 0.2),
+                      np.zeros(v))
+    r1 = rss()
+    f = core.Field(lat)
+    r2 = rss()
+    s = core.Sampler(act, f, 1, "metropolis", 1, 1.0, "none", 1)
+    r3 = rss()
+    sw = core.Sampler(act, f, 1, "metropolis", 1, 1.0, "swendsen-wang", 1)
+    r4 = rss()
+    out = {"shape": spec, "rss": {"action": (r1 - r0) / n, "field": (r2 - r1) / n, "sampler": (r3 - r2) / n,
+                                  "swendsen_wang_sampler": (r4 - r3) / n}}
+    if hasattr(s, "memory_bytes"):
+        out["accounted"] = {"action": act.bytes / n, "field": f.bytes / n,
+                            **{f"sampler_{k}": b / n for k, b in s.memory_bytes().items()},
+                            "cluster": sw.cluster_bytes_per_site}
+    print(json.dumps(out))
+
+
+def worker(core_dir: str) -> None:
+    """Line protocol on stdin/stdout: 'case NAME' builds the chain, 'run N' times N sweeps."""
+    import numpy as np
+    from mpi4py import MPI
+
+    core = load_core(core_dir)
     sampler = None
     for line in sys.stdin:
         cmd, arg = line.split()
@@ -126,6 +169,8 @@ def compare(case, old, new, repeats, seconds):
 def main():
     if len(sys.argv) > 2 and sys.argv[1] == "--worker":
         return worker(sys.argv[2])
+    if len(sys.argv) > 3 and sys.argv[1] == "--memory-worker":
+        return memory_worker(sys.argv[2], sys.argv[3])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("old")
     ap.add_argument("new")
@@ -133,7 +178,18 @@ def main():
     ap.add_argument("--seconds", type=float, default=1.0, help="CPU seconds per block")
     ap.add_argument("--cases", nargs="*", default=list(CASES))
     ap.add_argument("--out", help="JSON file for the results")
+    ap.add_argument("--memory", action="store_true", help="bytes per site instead of timings")
+    ap.add_argument("--shapes", nargs="*", default=["256x256", "2048x2048", "16x16x16x16", "32x32x32x32"])
     args = ap.parse_args()
+    if args.memory:
+        for shape in args.shapes:
+            for label, build in (("old", args.old), ("new", args.new)):
+                r = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-worker", build, shape],
+                                   capture_output=True, text=True, check=True)
+                got = json.loads(r.stdout.strip().splitlines()[-1])
+                print(label, json.dumps({k: ({q: round(x, 1) for q, x in v.items()} if isinstance(v, dict) else v)
+                                         for k, v in got.items()}), flush=True)
+        return
     old, new = Worker(args.old), Worker(args.new)
     results = []
     try:

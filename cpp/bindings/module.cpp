@@ -73,6 +73,22 @@ Algorithm parse_algorithm(const std::string& s) {
   throw py::value_error("sampler algorithm must be 'metropolis' or 'independence', got '" + s + "'");
 }
 
+using IndexArray = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>;
+
+// f(i, words) for the Philox block of counter (index[i] lo, hi, c2, c3) under rng_key(seed, purpose).
+template <class F>
+void philox_blocks(uint64_t seed, uint32_t purpose, const IndexArray& index, uint32_t c2, uint32_t c3, F&& f) {
+  const PhiloxKey key = rng_key(seed, purpose);
+  const uint64_t* idx = index.data();
+  const py::ssize_t n = index.size();
+  py::gil_scoped_release release;
+  for (py::ssize_t i = 0; i < n; ++i) {
+    uint32_t c[4] = {static_cast<uint32_t>(idx[i]), static_cast<uint32_t>(idx[i] >> 32), c2, c3};
+    philox4x32_10(c[0], c[1], c[2], c[3], key.k0, key.k1);
+    f(i, c);
+  }
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -304,42 +320,24 @@ PYBIND11_MODULE(_core, m) {
   // Counter (index lo, index hi, c2, c3), key rng_key(seed, purpose): the streams of qftml.engine.rng.
   m.def(
       "philox_words",
-      [](uint64_t seed, uint32_t purpose, py::array_t<uint64_t, py::array::c_style | py::array::forcecast> index,
+      [](uint64_t seed, uint32_t purpose, IndexArray index,
          uint32_t c2, uint32_t c3) {
-        const PhiloxKey key = rng_key(seed, purpose);
-        const py::ssize_t n = index.size();
-        py::array_t<uint32_t> out({n, static_cast<py::ssize_t>(4)});
-        const uint64_t* idx = index.data();
+        py::array_t<uint32_t> out({index.size(), static_cast<py::ssize_t>(4)});
         uint32_t* w = out.mutable_data();
-        {
-          py::gil_scoped_release release;
-          for (py::ssize_t i = 0; i < n; ++i) {
-            uint32_t c0 = static_cast<uint32_t>(idx[i]), c1 = static_cast<uint32_t>(idx[i] >> 32), d2 = c2, d3 = c3;
-            philox4x32_10(c0, c1, d2, d3, key.k0, key.k1);
-            w[4 * i] = c0, w[4 * i + 1] = c1, w[4 * i + 2] = d2, w[4 * i + 3] = d3;
-          }
-        }
+        philox_blocks(seed, purpose, index, c2, c3, [w](py::ssize_t i, const uint32_t* c) {
+          for (int j = 0; j < 4; ++j) w[4 * i + j] = c[j];
+        });
         return out;
       },
       py::arg("seed"), py::arg("purpose"), py::arg("index"), py::arg("c2") = 0, py::arg("c3") = 0,
       "Philox-4x32-10 words (n, 4) for counters (index, c2, c3) under key (seed, purpose)");
   m.def(
       "philox_uniform",
-      [](uint64_t seed, uint32_t purpose, py::array_t<uint64_t, py::array::c_style | py::array::forcecast> index,
+      [](uint64_t seed, uint32_t purpose, IndexArray index,
          uint32_t c2, uint32_t c3) {
-        const PhiloxKey key = rng_key(seed, purpose);
-        const py::ssize_t n = index.size();
-        py::array_t<double> out(n);
-        const uint64_t* idx = index.data();
+        py::array_t<double> out(index.size());
         double* u = out.mutable_data();
-        {
-          py::gil_scoped_release release;
-          for (py::ssize_t i = 0; i < n; ++i) {
-            uint32_t c0 = static_cast<uint32_t>(idx[i]), c1 = static_cast<uint32_t>(idx[i] >> 32), d2 = c2, d3 = c3;
-            philox4x32_10(c0, c1, d2, d3, key.k0, key.k1);
-            u[i] = uniform52(c0, c1);
-          }
-        }
+        philox_blocks(seed, purpose, index, c2, c3, [u](py::ssize_t i, const uint32_t* c) { u[i] = uniform52(c[0], c[1]); });
         return out;
       },
       py::arg("seed"), py::arg("purpose"), py::arg("index"), py::arg("c2") = 0, py::arg("c3") = 0,

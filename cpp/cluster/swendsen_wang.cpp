@@ -280,8 +280,11 @@ void SwendsenWang::flip() {
 
 double SwendsenWang::bytes_per_site() const {
   const double per_piece = sizeof(int64_t) + sizeof(uint8_t) + (has_field_ ? sizeof(fixed128) : 0);
+  // the row tables too: a CbRow holds a BondRow of kMaxClusterLinks pointers (~27 bytes per site at 32^4)
+  const double tables = rows_.capacity() * sizeof(CbRow) + (row_delta_.capacity() + row_gbase_.capacity()) *
+                        sizeof(int64_t) + row_mask_.capacity() * sizeof(uint16_t);
   const double bytes = bonds_.capacity() * sizeof(uint16_t) + parent_.capacity() * sizeof(int32_t) +
-                       piece_label_.capacity() * per_piece + merge_.bytes();
+                       piece_label_.capacity() * per_piece + merge_.bytes() + tables;
   return bytes / static_cast<double>(volume_);
 }
 

@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
+#include <type_traits>
 
 #include "kernels/fast_exp.hpp"
 #include "rng/philox.hpp"
@@ -306,34 +307,48 @@ inline int64_t metropolis_groups_avx512(const RowView& v, const double* const* n
   return accepted;
 }
 
-template <bool Homog, int NT>
-inline int64_t metropolis_rows_avx512(const RowView& v, const SweepWords& sw, int hits, double step, PhiloxKey key) {
+// A row segment in steps of U groups of 8 sites, then the tail: as many groups as needed, the
+// last one masked. groups(std::integral_constant<int, U>{}, k) updates U groups from site k and
+// returns the number accepted.
+template <class Groups>
+inline int64_t row_in_groups_avx512(int64_t n, Groups&& groups) {
   constexpr int U = kAvx512Groups;
-  const double* nb[kMaxLinkTerms];
-  const double* cp[kMaxLinkTerms];
-  for (int t = 0; t < v.n_terms; ++t) nb[t] = v.nb_phi[t], cp[t] = v.nb_coup[t];
   int64_t accepted = 0, k = 0;
-  for (; k + 8 * U <= v.n; k += 8 * U) accepted += metropolis_groups_avx512<Homog, NT, U>(v, nb, cp, k, sw, hits, step, key);
-  switch ((v.n - k + 7) / 8) {  // the tail: as many groups as needed, the last one masked
-    case 1: return accepted + metropolis_groups_avx512<Homog, NT, 1>(v, nb, cp, k, sw, hits, step, key);
-    case 2: return accepted + metropolis_groups_avx512<Homog, NT, 2>(v, nb, cp, k, sw, hits, step, key);
-    case 3: return accepted + metropolis_groups_avx512<Homog, NT, 3>(v, nb, cp, k, sw, hits, step, key);
-    case 4: return accepted + metropolis_groups_avx512<Homog, NT, 4>(v, nb, cp, k, sw, hits, step, key);
+  for (; k + 8 * U <= n; k += 8 * U) accepted += groups(std::integral_constant<int, U>{}, k);
+  switch ((n - k + 7) / 8) {
+    case 1: return accepted + groups(std::integral_constant<int, 1>{}, k);
+    case 2: return accepted + groups(std::integral_constant<int, 2>{}, k);
+    case 3: return accepted + groups(std::integral_constant<int, 3>{}, k);
+    case 4: return accepted + groups(std::integral_constant<int, 4>{}, k);
     default:
-      for (; k < v.n; k += 8) accepted += metropolis_groups_avx512<Homog, NT, 1>(v, nb, cp, k, sw, hits, step, key);
+      for (; k < n; k += 8) accepted += groups(std::integral_constant<int, 1>{}, k);
       return accepted;
   }
 }
 
-// The common link counts get their own unrolled code (2D, 3D, 4D nearest neighbours; 2D + nnn).
+// kernel(std::integral_constant<int, NT>{}, nb, cp) with the row's neighbour and coupling pointers
+// copied to the stack: the common link counts (2D, 3D, 4D nearest neighbours; 2D + nnn) get
+// their own unrolled code, NT = 0 is any count.
+template <class Kernel>
+inline int64_t with_link_terms_avx512(const RowView& v, Kernel&& kernel) {
+  const double* nb[kMaxLinkTerms];
+  const double* cp[kMaxLinkTerms];
+  for (int t = 0; t < v.n_terms; ++t) nb[t] = v.nb_phi[t], cp[t] = v.nb_coup[t];
+  switch (v.n_terms) {
+    case 4: return kernel(std::integral_constant<int, 4>{}, nb, cp);
+    case 6: return kernel(std::integral_constant<int, 6>{}, nb, cp);
+    case 8: return kernel(std::integral_constant<int, 8>{}, nb, cp);
+    default: return kernel(std::integral_constant<int, 0>{}, nb, cp);
+  }
+}
+
 template <bool Homog>
 inline int64_t metropolis_row_avx512(const RowView& v, const SweepWords& sw, int hits, double step, PhiloxKey key) {
-  switch (v.n_terms) {
-    case 4: return metropolis_rows_avx512<Homog, 4>(v, sw, hits, step, key);
-    case 6: return metropolis_rows_avx512<Homog, 6>(v, sw, hits, step, key);
-    case 8: return metropolis_rows_avx512<Homog, 8>(v, sw, hits, step, key);
-    default: return metropolis_rows_avx512<Homog, 0>(v, sw, hits, step, key);
-  }
+  return with_link_terms_avx512(v, [&](auto nt, const double* const* nb, const double* const* cp) {
+    return row_in_groups_avx512(v.n, [&](auto u, int64_t k) {
+      return metropolis_groups_avx512<Homog, decltype(nt)::value, decltype(u)::value>(v, nb, cp, k, sw, hits, step, key);
+    });
+  });
 }
 
 template <bool Homog, int NT, int U>
@@ -374,34 +389,13 @@ inline int64_t ising_groups_avx512(const RowView& v, const double* const* nb, co
   return accepted;
 }
 
-template <bool Homog, int NT>
-inline int64_t ising_rows_avx512(const RowView& v, const SweepWords& sw, int hits, PhiloxKey key) {
-  constexpr int U = kAvx512Groups;
-  const double* nb[kMaxLinkTerms];
-  const double* cp[kMaxLinkTerms];
-  for (int t = 0; t < v.n_terms; ++t) nb[t] = v.nb_phi[t], cp[t] = v.nb_coup[t];
-  int64_t accepted = 0, k = 0;
-  for (; k + 8 * U <= v.n; k += 8 * U) accepted += ising_groups_avx512<Homog, NT, U>(v, nb, cp, k, sw, hits, key);
-  switch ((v.n - k + 7) / 8) {  // the tail: as many groups as needed, the last one masked
-    case 1: return accepted + ising_groups_avx512<Homog, NT, 1>(v, nb, cp, k, sw, hits, key);
-    case 2: return accepted + ising_groups_avx512<Homog, NT, 2>(v, nb, cp, k, sw, hits, key);
-    case 3: return accepted + ising_groups_avx512<Homog, NT, 3>(v, nb, cp, k, sw, hits, key);
-    case 4: return accepted + ising_groups_avx512<Homog, NT, 4>(v, nb, cp, k, sw, hits, key);
-    default:
-      for (; k < v.n; k += 8) accepted += ising_groups_avx512<Homog, NT, 1>(v, nb, cp, k, sw, hits, key);
-      return accepted;
-  }
-}
-
-// The common link counts get their own unrolled code (2D, 3D, 4D nearest neighbours; 2D + nnn).
 template <bool Homog>
 inline int64_t ising_row_avx512(const RowView& v, const SweepWords& sw, int hits, PhiloxKey key) {
-  switch (v.n_terms) {
-    case 4: return ising_rows_avx512<Homog, 4>(v, sw, hits, key);
-    case 6: return ising_rows_avx512<Homog, 6>(v, sw, hits, key);
-    case 8: return ising_rows_avx512<Homog, 8>(v, sw, hits, key);
-    default: return ising_rows_avx512<Homog, 0>(v, sw, hits, key);
-  }
+  return with_link_terms_avx512(v, [&](auto nt, const double* const* nb, const double* const* cp) {
+    return row_in_groups_avx512(v.n, [&](auto u, int64_t k) {
+      return ising_groups_avx512<Homog, decltype(nt)::value, decltype(u)::value>(v, nb, cp, k, sw, hits, key);
+    });
+  });
 }
 #endif
 
