@@ -40,7 +40,7 @@ LEARN = """\
 [lattice]
 shape = [4, 4]
 [sampler]
-algorithm = "heatbath"
+algorithm = "independence"
 thermalize = 5
 seed = 3
 [target]
