@@ -54,7 +54,7 @@ def _cfg(data, batch):
 
     cfg = {sec: {k: s.default for k, s in keys.items()} for sec, keys in fit_schema().items()}
     cfg["lattice"].update(shape=[64, 64], grid=[])
-    cfg["sampler"].update(algorithm="heatbath", thermalize=20, seed=1)
+    cfg["sampler"].update(algorithm="independence", thermalize=20, seed=1)
     cfg["model"].update(learn=["w", "a", "b"], tied=[])
     cfg["data"].update(files=[data])
     cfg["training"].update(samples=100, sweeps_between=2, thermalize_after_update=5, lr=1e-3, batch=batch,

@@ -420,7 +420,7 @@ LEARN = """\
 [lattice]
 shape = [8, 8]
 [sampler]
-algorithm = "heatbath"
+algorithm = "independence"
 thermalize = 5
 seed = 3
 [target]

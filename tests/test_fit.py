@@ -25,7 +25,7 @@ def _defaults(schema):
 
 
 def _sampler(seed=3):
-    return {"algorithm": "heatbath", "thermalize": 50, "hits": 1, "seed": seed, "step": 1.0, "start": "hot",
+    return {"algorithm": "independence", "thermalize": 50, "hits": 1, "seed": seed, "step": 1.0, "start": "hot",
             "cluster": "none", "cluster_every": 1}
 
 
@@ -102,7 +102,7 @@ def test_recovery_of_tied_couplings_within_four_cramer_rao_sigma_and_the_gaussia
     from qftml.stats.errors import tau_int
 
     lat = qftml.Lattice(SHAPE, comm=MPI.COMM_SELF)
-    sampler = qftml.Sampler(qftml.Action(lat, WD, AD, 0.0, 0.0), seed=5, algorithm="heatbath")
+    sampler = qftml.Sampler(qftml.Action(lat, WD, AD, 0.0, 0.0), seed=5, algorithm="independence")
     sampler.thermalize(100)
     x = []
     for _ in range(400):
@@ -113,7 +113,7 @@ def test_recovery_of_tied_couplings_within_four_cramer_rao_sigma_and_the_gaussia
     data = {"train": (np.arange(n), x), "holdout": (np.arange(n, 400), x)}
     tr = _trainer(MPI.COMM_SELF, data, samples=1500, training={"lr": 0.7}, precondition="fisher", damping=0.0,
                   max_step=0.1, thermalize_after_update=5)
-    ti = {"nodes": 8, "samples": 300, "thermalize": 100, "sweeps_between": 1, "algorithm": "heatbath", "hits": 1,
+    ti = {"nodes": 8, "samples": 300, "thermalize": 100, "sweeps_between": 1, "algorithm": "independence", "hits": 1,
           "cluster": "none", "cluster_every": 1}
     first = tr.log_likelihood(0, ti)
     for _ in range(15):
@@ -206,7 +206,7 @@ CONFIG = """
 [lattice]
 shape = [8, 8]
 [sampler]
-algorithm = "heatbath"
+algorithm = "independence"
 thermalize = 30
 seed = 3
 [model]
@@ -285,7 +285,7 @@ def test_fit_command_resumes_bit_identically_and_seeds_sample(tmp_path_factory):
         shutil.copy(f"{d}/full.h5", f"{d}/seed.h5")
         with open(f"{d}/sample.toml", "w") as f:
             f.write(f'[lattice]\nshape = [8, 8]\n[action]\ncouplings = "{d}/seed.h5"\n[sampler]\n'
-                    f'algorithm = "heatbath"\nsweeps = 20\nthermalize = 10\n[output]\npath = "{d}/sampled.h5"\n')
+                    f'algorithm = "independence"\nsweeps = 20\nthermalize = 10\n[output]\npath = "{d}/sampled.h5"\n')
     world.Barrier()
     # the output seeds `qftml sample` directly
     from qftml.cli import main
