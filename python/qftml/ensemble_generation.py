@@ -213,12 +213,14 @@ def _run_sample(cfg, resume, quiet, comm) -> int:
         release_output(lock)
 
 
-def _check_resume_state(path, state, s_cfg, N):
+def _check_resume_state(path, state, s_cfg, N, out_path, old_attrs):
     """The checkpoint's counters, before anything is read or written: integers/finite numbers in
-    range, and sweep_index and n_records consistent with the chain (thermalize, every)."""
+    range, the file's format able to continue them, and sweep_index and n_records consistent with
+    the chain (thermalize, every)."""
     check_state(path, state, counts=("sweep_index", "n_records"), positive=("step",))
     check_state(path, state, counts=("acc_sweeps",) if "acc_sweeps" in state else (),
                 finite=("acc_sum",) if "acc_sum" in state else ())
+    _check_resumable_version(out_path, old_attrs, state)
     s, n, T, every = state["sweep_index"], state["n_records"], s_cfg["thermalize"], s_cfg["every"]
     if (s <= T and n != 0) or (s > T and ((s - T) % every or n != (s - T) // every)):
         raise CheckpointError(f"{path}: damaged or edited checkpoint: sweep_index = {s} and n_records = {n} "
@@ -243,12 +245,11 @@ def _run_locked(cfg, resume, quiet, comm, lattice, action, physics, digest):
         if diffs:
             raise ConfigError("cannot resume: the configuration's physics differs from the checkpoint's:\n  "
                               + "\n  ".join(diffs))
-        _check_resume_state(ckpt_path, state, s_cfg, N)
-        block, state = read_checkpoint(ckpt_path, lattice)
         old_attrs = _on_root(comm, lambda: read_attrs(out_path))
+        _check_resume_state(ckpt_path, state, s_cfg, N, out_path, old_attrs)
+        block, state = read_checkpoint(ckpt_path, lattice)
         if old_attrs.get("physics_hash") != state["physics_hash"]:
             raise ConfigError(f"cannot resume: {out_path} was written by a different chain than checkpoint {ckpt_path}")
-        _check_resumable_version(out_path, old_attrs, state)
     try:
         return _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, state, block, old_attrs)
     except (OSError, RuntimeError) as e:
