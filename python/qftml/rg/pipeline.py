@@ -451,7 +451,10 @@ def _upscale_chain(model, lat_l, cfg_l, obs_l, cfg, stem, weights_path, quiet, c
     for path, store, snap, lat in zip(files.files, files.stored, files.snapshots, lats[1:]):
         log(f"  level L={lat.shape[0]}: {n_up} configs -> {path}" + ("" if store else " (observables only)")
             + (" + snapshot" if snap else ""))
-    log(f"  check: max |m_k / (s^k m_0) - 1| over configs and levels = {ratio_dev:.2e}")
+    if np.isfinite(gain):
+        log(f"  check: max |m_k / (s^k m_0) - 1| over configs and levels = {ratio_dev:.2e}")
+    else:  # unconstrained sweeps move m: there is no gain to check against (the file records NaN)
+        ratio_dev = float("nan")
     for lat, ref in zip(lats[1:], refiners[1:]):
         if ref is not None:
             log(f"  refinement L={lat.shape[0]}: {ref.constrained} constrained sweeps (acceptance "
@@ -659,7 +662,8 @@ def _run_irg(cfg, comm, quiet, resume, log) -> IrgResult:
     weights_path = f"{stem}_weights.h5"
     if comm.rank == 0:
         model.save(weights_path)
-    log(f"  trained: MSE/site {info['loss']:.5f}, noise sigma {info['sigma']:.4f}, zero-mode gain s = {gain:.6f} "
+    gain_text = f"zero-mode gain s = {gain:.6f}" if linear else "no single zero-mode gain (the relax sweeps move m)"
+    log(f"  trained: MSE/site {info['loss']:.5f}, noise sigma {info['sigma']:.4f}, {gain_text} "
         f"(1/zeta = {1 / crit.zeta:.6f}) -> {weights_path}")
 
     from qftml.rg.inverse import fine_lattice
