@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from mpi4py import MPI
 
 TAGS = {
+    "ensemble_gather": 7300,  # qftml.io.ensembles: hyperslabs of the gathered write path sent to rank 0
     "halo_pad": 7310,       # qftml.rg.inverse.halo_pad: base + 2 mu (to +mu), base + 2 mu + 1 (to -mu)
 }
 EXIT_ERROR, EXIT_CONFIG, EXIT_INTERRUPT = 1, 2, 130

@@ -52,11 +52,12 @@ import os
 import h5py
 import numpy as np
 
+from qftml.collective import TAGS
+
 FORMAT = "qftml-ensemble"
 FORMAT_VERSION = 2  # 2: RNG counters use all 64 bits of the sweep; "independence" was "heatbath" (docs/ensembles.md)
 SUPPORTED_FORMAT_VERSIONS = (1, 2)
 SCALAR_OBSERVABLES = ("M", "m", "abs_m", "m2", "m4", "sum_phi2", "sum_phi4", "action", "sum_links_nn")
-_TAG = 7301  # MPI tag of hyperslab transfers to rank 0
 
 
 class EnsembleFileError(ValueError):
@@ -545,7 +546,7 @@ class BlockFile:
                 ds[tuple(lead) + self.lattice.local_slices] = local
             return
         if not self.is_root:
-            self.comm.Send(local, dest=0, tag=_TAG)
+            self.comm.Send(local, dest=0, tag=TAGS["ensemble_gather"])
             return
         ds = self.dataset(name)
         lead_shape, trailing = local.shape[:nlead], local.shape[nlead + self.lattice.ndim:]
@@ -554,7 +555,7 @@ class BlockFile:
                 block = local
             else:
                 block = np.empty(lead_shape + shape + trailing)
-                self.comm.Recv(block, source=r, tag=_TAG)
+                self.comm.Recv(block, source=r, tag=TAGS["ensemble_gather"])
             ds[tuple(lead) + tuple(slice(o, o + n) for o, n in zip(offset, shape))] = block
 
     def set_attrs(self, group="/", **attrs):
