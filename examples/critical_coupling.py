@@ -6,7 +6,8 @@ ensembles, sampled with the Swendsen-Wang cluster update (docs/cluster_updates.m
         after the other; under mpiexec -n N the sizes are shared out over the ranks)
 
 Each size L gets one chain at mu2_0 (Metropolis with 2 hits + Swendsen-Wang every 2nd sweep,
-measured every 4th sweep: m, |m|, m^2, m^4, sum phi^2). qftml.stats.finite_size.pair_analysis reweights
+measured every 4th sweep: m, |m|, m^2, m^4, sum phi^2), seeded by derive_seed(--seed, "critical_chain", L)
+of qftml.engine.rng. qftml.stats.finite_size.pair_analysis reweights
 neighbouring sizes in mu2 (w = exp(-(mu2 - mu2_0) sum phi^2 / 2), inside the window where the
 Kish ESS stays >= 30%), finds the crossing U_{L/2}(mu2_c) = U_L(mu2_c) and U there, with blocked
 jackknife errors over both ensembles. Before any error is quoted the chains are checked for
@@ -26,6 +27,7 @@ import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 import qftml  # noqa: E402
+from qftml.engine.rng import derive_seed  # noqa: E402
 from qftml.plots import save_figure  # noqa: E402
 from qftml.stats import finite_size as fs  # noqa: E402
 from qftml.stats.errors import format_value, tau_int  # noqa: E402
@@ -100,7 +102,8 @@ def main():
         path = os.path.join(args.out, f"L{L}.npz")
         if k % comm.size != comm.rank or args.reuse:
             continue
-        rows, info = sample(L, n, args.mu2, args.seed + L, therm=2000, every=args.every)
+        rows, info = sample(L, n, args.mu2, derive_seed(args.seed, "critical_chain", L), therm=2000,
+                            every=args.every)
         np.savez(path, rows=rows, info=json.dumps(info), mu2=args.mu2)
     comm.Barrier()
     if comm.rank:

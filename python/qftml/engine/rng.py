@@ -47,6 +47,7 @@ PURPOSES = {
     "network_sample": 124,    # phi^4 networks: model samples (estimator.sample, plots, stacks)
     "network_split": 125,     # phi^4 networks: the held-out split of the data
     "direct_chain": 130,      # direct ensembles of `qftml irg` (per size)
+    "critical_chain": 131,    # examples/critical_coupling.py: the chain of each size L
 }
 
 
