@@ -30,7 +30,7 @@ import qftml  # noqa: E402
 from qftml.engine.rng import derive_seed  # noqa: E402
 from qftml.plots import save_figure  # noqa: E402
 from qftml.stats import finite_size as fs  # noqa: E402
-from qftml.stats.errors import format_value, tau_int  # noqa: E402
+from qftml.stats.errors import format_value, mean_error, tau_int  # noqa: E402
 
 U_ISING = 0.61069  # Binder cumulant of the 2D Ising model at criticality, periodic square lattices
 
@@ -114,11 +114,12 @@ def main():
         rows, info = d["rows"], json.loads(str(d["info"]))
         m = rows[:, 0]
         t, dt = (x * info["every"] for x in tau_int(np.abs(m)))
+        mm = mean_error(m, f"L{L}")
         chains.append({"L": L, "records": len(m), "sign_changes": int(np.sum(np.diff(np.sign(m)) != 0)),
-                       "tau_int_abs_m": (t, dt), "m_mean": float(m.mean()), **info})
+                       "tau_int_abs_m": (t, dt), "m_mean": mm, **info})
         print(f"L={L:4d}: {len(m)} records every {info['every']} sweeps, tau_int(|m|) = {t:.1f}({dt:.1f}) sweeps, "
               f"sign changes of m "
-              f"{chains[-1]['sign_changes']}, <m> = {m.mean():+.4f}, CPU {info['cpu_s']:.0f} s")
+              f"{chains[-1]['sign_changes']}, <m> = {format_value(*mm)}, CPU {info['cpu_s']:.0f} s")
         sers.append(series(L, rows, float(d["mu2"])))
     pairs = []
     for small, large in zip(sers[:-1], sers[1:]):
