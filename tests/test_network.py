@@ -243,3 +243,16 @@ def test_estimator_api_in_pipeline_and_grid_search():
     assert s.shape == (3, 64) and np.isin(s, (0, 1)).all()
     m.partial_fit(x[:50])
     assert m.trainer_.epochs_done == 2
+
+
+@pytest.mark.parametrize("n,index0,step", [(1, 7, 3), (37, 2 ** 33 + 5, 2 ** 32 + 9), (640, 0, 5), (1000, 123456, 0)])
+def test_bernoulli_draws_are_the_uniforms_below_p(n, index0, step):
+    """engine.rng.bernoulli (one C++ pass, AVX-512 blocks of 32 and a scalar tail) draws exactly
+    uniform_range(...) < p: the same Philox counters, the same comparison."""
+    from qftml.engine import rng
+
+    p = rng.uniform(5, "network_sample", np.arange(n))
+    s = rng.derive_seed(9, "network_chain", 0)
+    want = (rng.uniform_range(s, "network_chain", index0, n, c2=step) < p).astype(float)
+    np.testing.assert_array_equal(rng.bernoulli(s, "network_chain", index0, p, c2=step), want)
+    assert rng.bernoulli(s, "network_chain", index0, p.reshape(1, n), c2=step).shape == (1, n)

@@ -6,12 +6,16 @@
 //   quartic_sample(alpha, beta, j, seed, purpose, index0, step) -> (x, attempts)
 //       element (r, u) draws with the Philox counter (index0 + r * units + u, step, attempt) under
 //       rng_key(seed, purpose): the draw depends on its global index, never on the caller's batch.
-// Both release the GIL.
+//   bernoulli_sample(p, seed, purpose, index0, step) -> x   x_i = 1 if uniform_i < p_i else 0, uniform_i of
+//       the Philox counter (index0 + i, step, 0) (cpp/kernels/bernoulli_draws.hpp); x has p's shape
+// All release the GIL.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <vector>
 
+#include "kernels/bernoulli_draws.hpp"
 #include "kernels/quartic_density.hpp"
 #include "rng/philox.hpp"
 
@@ -64,4 +68,20 @@ void qftml_register_network(py::module_& m) {
       },
       py::arg("alpha"), py::arg("beta"), py::arg("j"), py::arg("seed"), py::arg("purpose"), py::arg("index0"),
       py::arg("step"), "exact draws from exp(-alpha x^2 - beta x^4 + j x) per element: (x, proposals made)");
+  m.def(
+      "bernoulli_sample",
+      [](Arr p, uint64_t seed, uint32_t purpose, uint64_t index0, uint32_t step) {
+        std::vector<py::ssize_t> shape(p.shape(), p.shape() + p.ndim());
+        Arr x(shape);
+        const double* pp = p.data();
+        double* px = x.mutable_data();
+        const int64_t n = p.size();
+        {
+          py::gil_scoped_release release;
+          qftml::bernoulli_draw_rows(n, pp, index0, step, qftml::rng_key(seed, purpose), px);
+        }
+        return x;
+      },
+      py::arg("p"), py::arg("seed"), py::arg("purpose"), py::arg("index0"), py::arg("step"),
+      "binary draws x_i = [uniform_i < p_i], uniform_i of the Philox counter (index0 + i, step, 0)");
 }

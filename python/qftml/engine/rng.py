@@ -19,6 +19,8 @@ Exports:
     words(seed, name, index, c2=0, c3=0) -> uint32 (n, 4)
     uniform(seed, name, index, c2=0, c3=0) -> float64 in [0, 1), 52 random bits (words 0, 1)
     uniform_range(seed, name, index0, n, c2=0, c3=0)   the same at the indices index0 .. index0 + n - 1
+    bernoulli(seed, name, index0, p, c2=0) -> (uniform_range(seed, name, index0, p.size, c2) < p) as
+                                     floats of p's shape, in one C++ pass (no array of uniforms)
     normal(seed, name, index, c2=0, c3=0) -> standard normals (Box-Muller on words 0, 1)
 """
 from __future__ import annotations
@@ -93,6 +95,11 @@ def uniform_range(seed: int, name: str, index0: int, n: int, c2: int = 0, c3: in
     """uniform(seed, name, index0 + arange(n), c2, c3) without building the index array twice."""
     index = np.arange(index0, index0 + n, dtype=np.uint64)
     return _core.philox_uniform(seed, PURPOSES[name], index, int(c2) & 0xFFFFFFFF, int(c3) & 0xFFFFFFFF)
+
+
+def bernoulli(seed: int, name: str, index0: int, p, c2: int = 0) -> np.ndarray:
+    """1.0 where uniform_range(seed, name, index0, p.size, c2).reshape(p.shape) < p, else 0.0 (C order)."""
+    return _core.bernoulli_sample(p, seed, PURPOSES[name], index0, int(c2) & 0xFFFFFFFF)
 
 
 def normal(seed: int, name: str, index, c2: int = 0, c3: int = 0) -> np.ndarray:

@@ -68,8 +68,8 @@ class _Optimizer:
         """Update params[k] in place (arrays) with grads[k]; advances the epoch counter."""
         eta = self.lr()
         for k in params:
-            if k in grads:
-                params[k][...] = params[k] - eta * self._direction(k, np.asarray(grads[k], dtype=float))
+            if k in grads:  # in place: the same rounding as params[k] - eta * direction, one temporary less
+                np.subtract(params[k], eta * self._direction(k, np.asarray(grads[k], dtype=float)), out=params[k])
         self.t += 1
 
     def _direction(self, key, g):

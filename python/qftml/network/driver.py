@@ -164,12 +164,7 @@ def _new_network(layer, n_visible, cfg, k, data=None):
         if lay.kind == "phi4":
             lay.quart[:] = layer[prefix + "quart"]
     if data is not None:  # visible biases from the data (Hinton's guide): the independent units' means
-        vis, mean = net.visible, data.mean(axis=0)
-        if vis.kind == "bernoulli":  # p = the data's mean
-            p = np.clip(mean, 1e-3, 1 - 1e-3)
-            vis.lin[:] = -np.log(p / (1 - p))
-        else:  # the maximum of exp(-a x^2 - b x^4 - r x) at the data's mean (gaussian: its mean)
-            vis.lin[:] = -(2.0 * vis.quad * mean + 4.0 * vis.quart * mean ** 3)
+        net.visible.center(data)
     return net
 
 

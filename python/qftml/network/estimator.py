@@ -44,9 +44,7 @@ class PhiNetwork(TransformerMixin, BaseEstimator):
         why = net.visible.check_data(X, "PhiNetwork.fit")
         if why:
             raise ValueError(why)
-        if net.visible.kind == "bernoulli":
-            p = np.clip(X.mean(axis=0), 1e-3, 1 - 1e-3)
-            net.visible.lin[:] = -np.log(p / (1 - p))
+        net.visible.center(X)  # as `qftml network`: lin from the data's means
         opt = make_optimizer(self.optimizer, Schedule("constant", self.learning_rate))
         self.trainer_ = Trainer(net, X, batch_size=self.batch_size, optimizer=opt, method=self.method, k=self.k,
                                 chains=self.n_chains, seed=self.seed, comm=self.comm, l2=self.l2)
@@ -57,7 +55,7 @@ class PhiNetwork(TransformerMixin, BaseEstimator):
         X = self._check(X)
         self._init(X)
         for _ in range(self.n_iter):
-            self.trainer_.epoch()
+            self.trainer_.epoch(recon=False)  # no per-epoch diagnostics (sklearn's fit with verbose=0)
         self._log_z = None
         return self
 

@@ -30,6 +30,8 @@ Exports:
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from qftml.engine import rng
@@ -91,14 +93,14 @@ class Trainer:
         conditional moments."""
         net, learn = self.net, self.learn
         x = np.concatenate([v_data, v_model])
-        c = np.concatenate([np.full(len(v_data), wd), np.full(len(v_model), -wm)])
+        c = self._row_weights(len(v_data), len(v_model), wd, wm)
         field = x @ net.w
         hmom = net.hidden.moments(field)
         n = len(v_data)
         self._advance_chains(field[n:], hmom["lin"][n:])
         out = {}
-        if "w" in learn:  # dS/dw = -v h
-            out["w"] = -(x.T @ (hmom["lin"] * c[:, None]))
+        if "w" in learn:  # dS/dw = -v h; -(x^T (h c)) = x^T (h (-c)) exactly (negation is exact)
+            out["w"] = x.T @ (hmom["lin"] * self._neg_c[:, None])
         for name, stat in net.visible.stats(x).items():
             if "v_" + name in learn:
                 out["v_" + name] = c @ stat
@@ -106,6 +108,14 @@ class Trainer:
             if "h_" + name in learn:
                 out["h_" + name] = c @ stat
         return out
+
+    def _row_weights(self, n_data, n_model, wd, wm):
+        """c of _loss_terms: wd on n_data rows, -wm on n_model rows (cached: the same every full batch)."""
+        key = (n_data, n_model, wd, wm)
+        if getattr(self, "_c_key", None) != key:
+            self._c_key, self._c = key, np.concatenate([np.full(n_data, wd), np.full(n_model, -wm)])
+            self._neg_c = -self._c
+        return self._c
 
     def _model_sample(self, local_rows, first):
         """The visible states of the model term: k Gibbs sweeps of the persistent chains (from their
@@ -175,7 +185,9 @@ class Trainer:
         params = self._learned
         real = self.net.visible.kind != "bernoulli" or self.net.hidden.kind != "bernoulli"
         if not real:  # binary units: normalisable whenever the couplings are finite
-            bad = [k_ for k_, g in grad.items() if not np.isfinite(g).all()]
+            # one sum per array (a NaN or inf anywhere makes it non-finite); the names only on failure
+            finite = math.isfinite(sum(float(np.add.reduce(g, axis=None)) for g in grad.values()))
+            bad = [] if finite else [k_ for k_, g in grad.items() if not np.isfinite(g).all()] or list(grad)
             why = f"the gradient of {', '.join(bad)} is not finite" if bad else None
             before = {}
         else:

@@ -19,6 +19,9 @@ Exports:
         .stats(x) -> {name: (rows, n)}   dS/dparam of given values x: x, x^2, x^4
         .normalisable() -> str | None    why the layer's conditionals are not normalisable, or None
         .check_data(x, what) -> str|None why data do not fit the layer (binary units, NaN), or None
+        .center(data)                    lin from the data's means (Hinton's guide), in place: bernoulli p =
+                                          the mean; gaussian, phi4: the maximum of exp(-a x^2 - b x^4 - lin x)
+                                          at the mean (gaussian: the mean itself)
 """
 from __future__ import annotations
 
@@ -116,8 +119,7 @@ class Layer:
         (bernoulli: the probabilities; saves recomputing them)."""
         if self.kind == "bernoulli":
             p = _sigmoid(np.asarray(J, dtype=float) - self.lin) if mean is None else mean
-            u = rng.uniform_range(seed, purpose, index0, p.size, c2=step).reshape(p.shape)
-            return (u < p).astype(float)
+            return rng.bernoulli(seed, purpose, index0, p, c2=step)  # uniform_range(...) < p, in one pass
         field = np.asarray(J, dtype=float) - self.lin
         x, _ = quartic.sample(self.quad, self.quart, field, seed, purpose, index0, step)
         return x
@@ -141,6 +143,14 @@ class Layer:
         if self.kind == "bernoulli" and not np.isin(x, (0.0, 1.0)).all():
             return f"{what}: bernoulli units need binary data (0 or 1); binarise the data or use gaussian/phi4 units"
         return None
+
+    def center(self, data) -> None:
+        mean = np.asarray(data, dtype=float).mean(axis=0)
+        if self.kind == "bernoulli":
+            p = np.clip(mean, 1e-3, 1 - 1e-3)
+            self.lin[:] = -np.log(p / (1 - p))
+        else:
+            self.lin[:] = -(2.0 * self.quad * mean + 4.0 * self.quart * mean ** 3)
 
     def copy(self) -> "Layer":
         return Layer(self.kind, self.n, self.lin.copy(), self.quad.copy(), self.quart.copy())
