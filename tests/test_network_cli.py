@@ -104,7 +104,9 @@ def workdir(tmp_path_factory):
     return d
 
 
-def _config(d, name, preset, source):
+def _config(d, name, preset, source, edit=None):
+    """Write <d>/<name>.toml on rank 0 (edit: a function of its text), then a barrier: every rank reads
+    the same complete file."""
     binary = preset.startswith("bernoulli")
     if source == "digits":
         transform, threshold, path = ("binarize" if binary else "standardize"), 0.5, ""
@@ -113,8 +115,11 @@ def _config(d, name, preset, source):
         source = "ensemble"
     text = CONFIG.format(source=source, data_path=path, transform=transform, threshold=threshold, preset=preset,
                          out=f"{d}/{name}.h5", **SETTINGS[preset])
-    with open(f"{d}/{name}.toml", "w") as f:
-        f.write(text)
+    comm = MPI.COMM_WORLD
+    if comm.rank == 0:
+        with open(f"{d}/{name}.toml", "w") as f:
+            f.write(edit(text) if edit else text)
+    comm.Barrier()
     return f"{d}/{name}.toml"
 
 
@@ -191,14 +196,10 @@ def test_stack_end_to_end_and_sampling_down(workdir):
 
     comm = MPI.COMM_WORLD
     name = "stack"
-    cfg = _config(workdir, name, "bernoulli-bernoulli", "digits")
-    with open(cfg) as f:
-        text = f.read()
-    text = text.replace('[network]\npreset = "bernoulli-bernoulli"\nhidden = 8\n',
-                        '[[layers]]\npreset = "bernoulli-bernoulli"\nhidden = 16\nepochs = 2\n'
-                        '[[layers]]\npreset = "bernoulli-bernoulli"\nhidden = 6\nepochs = 3\n')
-    with open(cfg, "w") as f:
-        f.write(text)
+    cfg = _config(workdir, name, "bernoulli-bernoulli", "digits", edit=lambda text: text.replace(
+        '[network]\npreset = "bernoulli-bernoulli"\nhidden = 8\n',
+        '[[layers]]\npreset = "bernoulli-bernoulli"\nhidden = 16\nepochs = 2\n'
+        '[[layers]]\npreset = "bernoulli-bernoulli"\nhidden = 6\nepochs = 3\n'))
     assert main(["network", cfg, "--quiet"]) == 0
 
     def check():
