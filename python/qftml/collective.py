@@ -24,12 +24,19 @@ anyway (a bug, an I/O error, SIGINT on one rank, any BaseException), that rank w
 QFTML_AGREE_TIMEOUT seconds (default 5) for the others to fail too; if they do not (they are waiting in a
 collective for it), it prints its message and calls MPI_Abort(MPI_COMM_WORLD, exit_code(exc)): the
 whole job ends, with the message and the exit code. An exception every rank raised is re-raised on
-every rank (the cli prints it once, on rank 0).
+every rank (the cli prints it once, on rank 0), after the HDF5 files opened inside the section and
+still open are closed, on every rank in the same order (by name): left to the interpreter's exit they
+would be closed in any order after MPI_Finalize (h5py's "can't close file, there are objects still
+open" on the mpio driver). Inside the section a KeyboardInterrupt that Python drops because SIGINT
+arrived while a finalizer ran (a __del__ or weakref callback, e.g. h5py's object cleanup: "Exception
+ignored in ...") is delivered again at the next bytecode outside it, so an interrupt is never lost.
 """
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
+import signal
 import sys
 import time
 import traceback
@@ -173,24 +180,66 @@ def _timeout() -> float:
 
 
 @contextlib.contextmanager
-def failure_policy(comm):
-    """Run a collective section under the failure policy (module docstring). Collective on entry."""
-    if comm is None or comm.size == 1:
-        yield
-        return
-    guard = comm.Dup()  # the verdict's own communicator: never matched by the section's collectives
+def _interrupts_delivered():
+    """A KeyboardInterrupt raised inside a finalizer is reported to sys.unraisablehook and dropped:
+    simulate SIGINT again, 20 ms later from a timer thread (at once, its handler would raise it inside
+    this hook, where it is dropped too); the handler then raises it outside the finalizer."""
+    import threading
+
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            threading.Timer(0.02, _thread.interrupt_main, args=(signal.SIGINT,)).start()
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
     try:
         yield
+    finally:
+        sys.unraisablehook = previous
+
+
+def _open_h5_files() -> dict:
+    """{hid: FileID} of the HDF5 files h5py has open in this process ({} if h5py is not imported)."""
+    h5py = sys.modules.get("h5py")
+    if h5py is None:
+        return {}
+    return {f.id: f for f in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE) if f.valid}
+
+
+def _close_files_opened_since(before: dict) -> None:
+    """Close (with their open objects) the HDF5 files opened since `before`, sorted by name: every
+    rank that has a file open closes it in the same order (collective on the mpio driver)."""
+    import h5py
+
+    new = [f for hid, f in _open_h5_files().items() if hid not in before]
+    for fid in sorted(new, key=lambda f: f.name):
+        with contextlib.suppress(Exception):
+            h5py.File(fid).close()
+
+
+@contextlib.contextmanager
+def failure_policy(comm):
+    """Run a collective section under the failure policy (module docstring). Collective on entry."""
+    several = comm is not None and comm.size > 1
+    guard = comm.Dup() if several else None  # the verdict's own communicator: no section collective matches it
+    files = _open_h5_files()
+    try:
+        with _interrupts_delivered():
+            yield
     except BaseException as exc:
-        if _agreed_on(exc, comm):
-            raise
-        if not _wait(guard.Ibarrier(), _timeout()):
-            _abort(exc)
-        _mark(exc, comm)
+        if several and not _agreed_on(exc, comm):
+            if not _wait(guard.Ibarrier(), _timeout()):
+                _abort(exc)
+            _mark(exc, comm)
+        _close_files_opened_since(files)  # every rank failed: all are here
         raise
     finally:
-        with contextlib.suppress(MPI.Exception):
-            guard.Free()
+        if guard is not None:
+            with contextlib.suppress(MPI.Exception):
+                guard.Free()
 
 
 @dataclass

@@ -359,7 +359,9 @@ def _run_validated(cfg, resume, quiet, comm, lattice, action, physics, digest, s
                                     f"{writer.n_records} was written; {ckpt_path} holds the last finite "
                                     f"state") from None
         except (OSError, RuntimeError) as e:
-            if is_io_failure(e):  # close what can be closed now: no h5py noise when the job ends
+            # close what can be closed now (no h5py noise when the job ends); on mpio closing is collective
+            # and the other ranks may be in another call: the job is aborted with the file as it is
+            if is_io_failure(e) and write_path != "mpio":
                 _close_quietly(writer)
             raise
     end = stamp(comm)

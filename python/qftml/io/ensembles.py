@@ -23,7 +23,7 @@ Exports:
     read_attrs(path) -> dict          root attributes, JSON strings decoded
     SCALAR_OBSERVABLES                the scalar names of qftml.measure stored per record
     fsync_path(path)                  fsync a file or directory by name
-    is_io_failure(exc) -> bool        an OSError, or an h5py RuntimeError from a failed system call
+    is_io_failure(exc) -> bool        an OSError, or an h5py RuntimeError from a failed system or MPI-IO call
     io_error_message(exc) -> str      the OS reason in it ("No space left on device (errno ENOSPC)")
 
 Schema (documented in docs/ensembles.md):
@@ -78,8 +78,11 @@ def choose_write_path(comm) -> str:
 
 def is_io_failure(e: BaseException) -> bool:
     """An OSError, or an h5py RuntimeError caused by a failed system call (e.g. "Can't flush cache
-    (file write failed: ... errno = 28 ...)")."""
-    return isinstance(e, OSError) or (isinstance(e, RuntimeError) and "errno = " in str(e))
+    (file write failed: ... errno = 28 ...)"), or by a failed MPI-IO call on the mpio path ("Unable to
+    set dataset extent (MPI_File_write_at_all failed: ... Other I/O error No space left on device')")."""
+    if isinstance(e, OSError):
+        return True
+    return isinstance(e, RuntimeError) and ("errno = " in str(e) or "MPI_File_" in str(e))
 
 
 def io_error_message(e: BaseException) -> str:
@@ -91,6 +94,8 @@ def io_error_message(e: BaseException) -> str:
     if code is None:
         found = re.search(r"errno = (\d+)", str(e))
         code = int(found.group(1)) if found else None
+    if code is None:  # MPI-IO (ROMIO) names the reason only by its text
+        code = next((c for c in sorted(_errno.errorcode) if os.strerror(c) in str(e)), None)
     if code:
         return f"{os.strerror(code)} (errno {_errno.errorcode.get(code, code)})"
     return str(e)
