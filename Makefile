@@ -44,11 +44,14 @@ test-serial: build
 # The cluster user's stack (README "Building against a site MPI"): Debian's MPICH and parallel HDF5
 # (root: .ci/install-system-packages), mpi4py and h5py (HDF5_MPI=ON) from source, qftml with MPI_HOME,
 # in $(SITE_VENV); then the ensemble, checkpoint, restart and fault tests on the collective mpio
-# write path, serially and under mpiexec -n 2 and -n 4 (QFTML_REQUIRE_MPIO: a skip would be an error).
+# write path, serially and under mpiexec -n 2 and -n 4. QFTML_REQUIRE_MPIO: h5py without MPI fails the
+# run (never a skip); QFTML_WRITE_PATH=mpio: every file is written collectively, also by one rank and
+# by the `mpiexec -n 2 qftml ...` subprocesses of the fault tests (tests that compare both write
+# paths choose each explicitly). .ci/run calls test-site-mpi (stage site-mpi).
 SITE_VENV := .venv-site
-SITE_TIMEOUT ?= 600
+SITE_TIMEOUT ?= 900
 SITE_TESTS := tests/test_ensemble_io.py tests/test_checkpoint.py tests/test_sample_command.py \
-              $(wildcard tests/test_faults_files.py)
+              tests/test_faults_files.py tests/test_faults_input.py
 
 $(SITE_VENV)/.stamp-site: README.md pyproject.toml CMakeLists.txt $(CPP_SOURCES) .ci/site-mpi-build
 	PYTHON=$(PYTHON) .ci/site-mpi-build $(SITE_VENV)
@@ -58,7 +61,7 @@ $(SITE_VENV)/.stamp-site: README.md pyproject.toml CMakeLists.txt $(CPP_SOURCES)
 site-mpi: $(SITE_VENV)/.stamp-site
 
 test-site-mpi: site-mpi
-	QFTML_REQUIRE_MPIO=1 $(SITE_VENV)/bin/python tests/run_all.py --label site-mpi --timeout $(SITE_TIMEOUT) \
+	QFTML_REQUIRE_MPIO=1 QFTML_WRITE_PATH=mpio $(SITE_VENV)/bin/python tests/run_all.py --label site-mpi --timeout $(SITE_TIMEOUT) \
 	    $(SITE_TESTS)
 
 bench: build
