@@ -12,10 +12,10 @@ codes after a signal it forwarded: mpiexec sends a SIGTERM/SIGUSR1/SIGINT it rec
 which signals the ranks and sets its `forced_cleanup` flag; a rank that the proxy reaps after the last
 rank's stdout/stderr closed then gets exit status 0 instead of its own. Which ranks that hits is a
 race, so mpiexec exits with the rank's code or with 0 (measured with qftml sample on 2 ranks: 6 of 10
-forwarded SIGTERMs gave mpiexec exit 0 while both ranks exited 3, as a wrapper around each rank
-recorded; a SIGTERM sent to the ranks themselves gave 3 in 8 of 8). MPICH 4.1 removed the flag
-(pmodels/mpich pull request 5930, "hydra: remove forced_cleanup in proxy"); the pip wheel's hydra
-(5.x) passes the code on. README "Exit codes" says this to users.
+forwarded SIGTERMs gave mpiexec exit 0; with a wrapper recording each rank's code, all ranks exited 3
+while mpiexec said 0 in 1 of 4; a SIGTERM sent to the ranks themselves gave 3 in 8 of 8). MPICH 4.1
+removed the flag (pmodels/mpich pull request 5930, "hydra: remove forced_cleanup in proxy"); the pip
+wheel's hydra (5.x) passes the code on. README "Exit codes" says this to users.
 """
 import functools
 import os

@@ -34,7 +34,7 @@ from qftml.engine.observables import NonFiniteError
 from qftml.engine.sampler import cluster_summary
 from qftml.io.checkpoints import (CheckpointError, check_state, checkpoint_path, physics_differences, physics_hash,
                                   read_checkpoint, read_checkpoint_state, write_checkpoint)
-from qftml.collective import failure_policy, on_root
+from qftml.collective import abort_job, failure_policy, on_root
 from qftml.progress import Progress
 from qftml.config import (ACTION, LATTICE, OUTPUT, SAMPLER, ConfigError, Spec, check_cluster, check_outputs,
                           check_sweeps, load_config, output_problems)
@@ -261,7 +261,7 @@ def _run_locked(cfg, resume, quiet, comm, lattice, action, physics, digest):
               f"{io_error_message(e)}. The file keeps its first n_records records and {ckpt_path} the chain "
               f"up to its last checkpoint: make room, then continue with --resume", file=sys.stderr, flush=True)
         if comm.size > 1:
-            comm.Abort(EXIT_IO)  # the other ranks wait in a collective for this one
+            abort_job(EXIT_IO, comm)  # the other ranks wait in a collective for this one
         return EXIT_IO
 
 
