@@ -28,6 +28,7 @@ import pytest
 from mpi4py import MPI
 
 from launcher import assert_exit_after_forwarded_signal
+from configs import learn_config
 
 BIN = os.path.dirname(sys.executable)
 MPIEXEC, QFTML = os.path.join(BIN, "mpiexec"), os.path.join(BIN, "qftml")
@@ -421,34 +422,9 @@ def test_case11_damaged_ensemble_on_resume_one_message(base, tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- case 15: learn, disk full
-LEARN = """\
-[lattice]
-shape = [8, 8]
-[sampler]
-algorithm = "independence"
-thermalize = 5
-seed = 3
-[target]
-kappa = 0.4
-mu2 = 0.5
-lam = 0.0
-[model]
-w_range = [0.3, 0.5]
-a_range = [1.5, 1.8]
-b_range = [0.0, 0.0]
-learn = ["w", "a"]
-tied = ["w"]
-[training]
-epochs = {epochs}
-samples = 6
-f_nodes = 2
-f_samples = 10
-f_thermalize = 2
-checkpoint_every = 1
-[output]
-path = "{path}"
-plots = false
-"""
+def learn_text(epochs, path):
+    return learn_config(dict(epochs=epochs, samples=6, f_nodes=2, f_samples=10, f_thermalize=2, checkpoint_every=1),
+                        path, thermalize=5)
 
 
 @pytest.mark.mpi
@@ -460,10 +436,10 @@ def test_case15_truncated_or_edited_learn_checkpoint_on_resume(tmp_path_factory)
     d = shared_dir(comm, tmp_path_factory, "learn")
     out = os.path.join(d, "learn.h5")
     cfg = os.path.join(d, "learn.toml")
-    on_rank0(lambda: _write(cfg, LEARN.format(epochs=1, path=out)))
+    on_rank0(lambda: _write(cfg, learn_text(1, out)))
     code, text = cli(["learn", cfg, "--quiet"])
     assert code == 0, text
-    on_rank0(lambda: _write(cfg, LEARN.format(epochs=2, path=out)))
+    on_rank0(lambda: _write(cfg, learn_text(2, out)))
     ckpt = out + ".ckpt"
     saved = on_rank0(lambda: open(ckpt, "rb").read())
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from launcher import assert_exit_after_forwarded_signal, rank_pid
+from configs import learn_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
@@ -39,32 +40,8 @@ checkpoint_every = {ckpt}
 [output]
 path = "{path}"
 """
-LEARN = """\
-[lattice]
-shape = [4, 4]
-[sampler]
-algorithm = "independence"
-thermalize = 5
-seed = 3
-[target]
-kappa = 0.4
-mu2 = 0.5
-lam = 0.0
-[model]
-w_range = [0.3, 0.5]
-a_range = [1.5, 1.8]
-b_range = [0.0, 0.0]
-learn = ["w", "a"]
-[training]
-epochs = 1
-samples = 5
-f_nodes = 2
-f_samples = 10
-f_thermalize = 0
-[output]
-path = "{path}"
-plots = false
-"""
+LEARN = learn_config(dict(epochs=1, samples=5, f_nodes=2, f_samples=10, f_thermalize=0), "{path}", shape=(4, 4),
+                     thermalize=5, tied=False)
 IRG = """\
 [lattice]
 shape = [8, 8]

@@ -16,6 +16,8 @@ from qftml import learning as L
 from qftml.collective import make_communicators
 from qftml.learning import optimizers as O
 from qftml.stats import errors
+from configs import learn_config
+
 SHAPE = (8, 8)
 WS, AS = 0.4, 1.2      # model S (Gaussian)
 WA, AA = 0.5, 1.25     # target A (Gaussian)
@@ -251,36 +253,8 @@ def test_replica_accumulation_equals_single_rank_gradient_on_the_same_samples():
 
 
 # ------------------------------------------------------------------------------ the command
-CONFIG = """
-[lattice]
-shape = [8, 8]
-[sampler]
-algorithm = "independence"
-thermalize = 20
-seed = 3
-[target]
-kappa = 0.4
-mu2 = 0.5
-lam = 0.0
-[model]
-w_range = [0.3, 0.5]
-a_range = [1.5, 1.8]
-b_range = [0.0, 0.0]
-learn = ["w", "a"]
-tied = ["w"]
-[training]
-lr = 0.05
-epochs = 6
-samples = 50
-f_every = 3
-f_nodes = 3
-f_samples = 30
-f_thermalize = 10
-checkpoint_every = 3
-[output]
-path = "{path}"
-plots = false
-"""
+CONFIG = learn_config(dict(lr=0.05, epochs=6, samples=50, f_every=3, f_nodes=3, f_samples=30, f_thermalize=10,
+                           checkpoint_every=3), "{path}")
 
 
 def _run_cli(argv):

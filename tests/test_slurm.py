@@ -35,6 +35,7 @@ from qftml import slurm as qs
 from qftml.config import ConfigError, parse_override
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from configs import learn_config  # noqa: E402
 from slurm_cluster import SlurmCluster, unavailable_reason  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
@@ -415,34 +416,8 @@ def test_example_pipeline_sweep_then_analyses(cluster, tmp_path):
     assert m_a - m_b > 4 * (e_a ** 2 + e_b ** 2) ** 0.5, rows
 
 
-LEARN_CONFIG = """[lattice]
-shape = [8, 8]
-[sampler]
-algorithm = "independence"
-thermalize = 20
-seed = 3
-[target]
-kappa = 0.4
-mu2 = 0.5
-lam = 0.0
-[model]
-w_range = [0.3, 0.5]
-a_range = [1.5, 1.8]
-b_range = [0.0, 0.0]
-learn = ["w", "a"]
-[training]
-lr = 0.05
-epochs = 4
-samples = 30
-f_every = 4
-f_nodes = 3
-f_samples = 20
-f_thermalize = 10
-checkpoint_every = 2
-[output]
-path = "learned.h5"
-plots = false
-"""
+LEARN_CONFIG = learn_config(dict(lr=0.05, epochs=4, samples=30, f_every=4, f_nodes=3, f_samples=20, f_thermalize=10,
+                                 checkpoint_every=2), "learned.h5", tied=False)
 
 
 def test_learn_and_reweight_templates_run_the_real_commands(cluster, tmp_path):
