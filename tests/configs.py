@@ -4,6 +4,9 @@
         the toy learning problem of the learn tests: a Gaussian target (kappa 0.4, mu2 0.5, lam 0),
         w and a learned from the independence sampler's chains; `training` holds the [training] keys.
         `path` may be a format placeholder such as "{path}" (the text is then a template).
+    SAMPLE
+        template of the fault tests' small `qftml sample` chain (8^2, symmetric phase):
+        SAMPLE.format(sweeps=..., ckpt=..., path=...)
 """
 
 
@@ -26,3 +29,21 @@ def learn_config(training: dict, path, shape=(8, 8), thermalize: int = 20, tied:
     lines += ["[training]"] + [f"{k} = {_value(v)}" for k, v in training.items()]
     lines += ["[output]", f"path = {_value(str(path))}", "plots = false"]
     return "\n".join(lines) + "\n"
+
+
+SAMPLE = """\
+[lattice]
+shape = [8, 8]
+[action]
+kappa = 0.3
+mu2 = 0.1
+lam = 0.5
+[sampler]
+sweeps = {sweeps}
+thermalize = 10
+every = 2
+seed = 5
+checkpoint_every = {ckpt}
+[output]
+path = "{path}"
+"""

@@ -1,6 +1,6 @@
 """The mpiexec that the subprocess tests start (the one beside the interpreter) and what it guarantees.
 
-    MPIEXEC                               its path
+    MPIEXEC, QFTML                        the paths of mpiexec and of the qftml script beside the interpreter
     hydra_version()                       (major, minor) if it is MPICH's hydra, else None
     forwarding_keeps_exit_codes()         False for hydra before MPICH 4.1 (below)
     assert_exit_after_forwarded_signal(code, expected, err)
@@ -25,6 +25,7 @@ import sys
 import time
 
 MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+QFTML = os.path.join(os.path.dirname(sys.executable), "qftml")
 
 
 @functools.lru_cache(maxsize=None)

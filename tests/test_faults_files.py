@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import h5py
@@ -27,28 +26,10 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from launcher import assert_exit_after_forwarded_signal
-from configs import learn_config
+from launcher import MPIEXEC, QFTML, assert_exit_after_forwarded_signal
+from configs import SAMPLE, learn_config
 
-BIN = os.path.dirname(sys.executable)
-MPIEXEC, QFTML = os.path.join(BIN, "mpiexec"), os.path.join(BIN, "qftml")
 
-CONFIG = """\
-[lattice]
-shape = [8, 8]
-[action]
-kappa = 0.3
-mu2 = 0.1
-lam = 0.5
-[sampler]
-sweeps = {sweeps}
-thermalize = 10
-every = 2
-seed = 5
-checkpoint_every = 10
-[output]
-path = "{path}"
-"""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -108,7 +89,7 @@ def base(tmp_path_factory):
     comm = MPI.COMM_WORLD
     d = shared_dir(comm, tmp_path_factory, "base")
     out = os.path.join(d, "run.h5")
-    on_rank0(lambda: _write(os.path.join(d, "run.toml"), CONFIG.format(sweeps=20, path=out)))
+    on_rank0(lambda: _write(os.path.join(d, "run.toml"), SAMPLE.format(sweeps=20, ckpt=10, path=out)))
     code, text = cli(["sample", os.path.join(d, "run.toml"), "--quiet"])
     assert code == 0, text
     return d
@@ -124,7 +105,7 @@ def fresh(base, tmp_path_factory, name, sweeps=40):
         for f in ("run.h5", "run.h5.ckpt"):
             shutil.copy(os.path.join(base, f), os.path.join(d, f))
         with open(os.path.join(d, "run.toml"), "w") as f:
-            f.write(CONFIG.format(sweeps=sweeps, path=out))
+            f.write(SAMPLE.format(sweeps=sweeps, ckpt=10, path=out))
     on_rank0(copy)
     return d, os.path.join(d, "run.toml"), out, out + ".ckpt"
 
@@ -222,7 +203,7 @@ def test_case06_concurrent_writers_in_separate_jobs(tmp_path):
     out = os.path.join(d, "live.h5")
     cfg = os.path.join(d, "live.toml")
     with open(cfg, "w") as f:  # long enough to be alive while the others start; stopped by SIGTERM
-        f.write(CONFIG.format(sweeps=2_000_000, path=out).replace("checkpoint_every = 10", "checkpoint_every = 500"))
+        f.write(SAMPLE.format(sweeps=2_000_000, ckpt=500, path=out))
     live = _mpiexec([cfg])
     try:
         t0 = time.time()
@@ -248,7 +229,7 @@ def test_case06_concurrent_writers_in_separate_jobs(tmp_path):
     # two runs started at once on a new path: one writes, the other is refused (exists / being written)
     cfg2 = os.path.join(d, "pair.toml")
     with open(cfg2, "w") as f:
-        f.write(CONFIG.format(sweeps=20, path=os.path.join(d, "pair.h5")))
+        f.write(SAMPLE.format(sweeps=20, ckpt=10, path=os.path.join(d, "pair.h5")))
     pair = [_mpiexec([cfg2]), _mpiexec([cfg2])]
     results = sorted(_finish(p) for p in pair)
     assert [c for c, _ in results] == [0, 2], results
@@ -491,11 +472,11 @@ def test_case15_disk_full_one_message_then_resume_continues_the_chain(tmp_path):
         pytest.skip("needs `unshare -m` and tmpfs mounts (root, or user namespaces) to make a small full disk")
     d = str(tmp_path)
     shape = "shape = [32, 32]"
-    text = CONFIG.replace("shape = [8, 8]", shape)
+    text = SAMPLE.replace("shape = [8, 8]", shape)
     for name in ("full", "ref"):
         with open(os.path.join(d, f"{name}.toml"), "w") as f:
             path = f"/mnt/{name}.h5" if name == "full" else os.path.join(d, "ref.h5")
-            f.write(text.format(sweeps=240, path=path) + "batch = 8\n")
+            f.write(text.format(sweeps=240, ckpt=10, path=path) + "batch = 8\n")
     script = (f"mount -t tmpfs -o size=1m tmpfs /mnt && "
               f"{MPIEXEC} -n 2 {QFTML} sample {d}/full.toml --quiet; code=$?; cp -a /mnt/. {d}/; exit $code")
     r = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=240)

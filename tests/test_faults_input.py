@@ -16,30 +16,12 @@ import h5py
 import numpy as np
 import pytest
 
-from launcher import assert_exit_after_forwarded_signal, rank_pid
-from configs import learn_config
+from launcher import MPIEXEC, QFTML, assert_exit_after_forwarded_signal, rank_pid
+from configs import SAMPLE, learn_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BIN = os.path.dirname(sys.executable)
-MPIEXEC, QFTML = os.path.join(BIN, "mpiexec"), os.path.join(BIN, "qftml")
 ENV = dict(os.environ, QFTML_AGREE_TIMEOUT="2")   # how long a failed rank waits for the others
 
-SAMPLE = """\
-[lattice]
-shape = [8, 8]
-[action]
-kappa = 0.3
-mu2 = 0.1
-lam = 0.5
-[sampler]
-sweeps = {sweeps}
-thermalize = 10
-every = 2
-seed = 5
-checkpoint_every = {ckpt}
-[output]
-path = "{path}"
-"""
 LEARN = learn_config(dict(epochs=1, samples=5, f_nodes=2, f_samples=10, f_thermalize=0), "{path}", shape=(4, 4),
                      thermalize=5, tied=False)
 IRG = """\

@@ -5,17 +5,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import h5py
 import numpy as np
 import pytest
 
-from launcher import assert_exit_after_forwarded_signal, rank_pid
+from launcher import MPIEXEC, QFTML, assert_exit_after_forwarded_signal, rank_pid
 
-BIN = os.path.dirname(sys.executable)
-MPIEXEC, QFTML = os.path.join(BIN, "mpiexec"), os.path.join(BIN, "qftml")
 
 CONFIG = """\
 [lattice]
